@@ -1,0 +1,102 @@
+# captcha-ocr: the table of contents. `make` alone prints every target.
+#
+# Tiers (each a requirements file):
+#   serve  requirements.txt        onnxruntime + FastAPI + Flask, no PyTorch   (make ready)
+#   train  requirements-train.txt  + torch, torchvision, albumentations, onnx  (make train)
+#   dev    requirements-dev.txt    + pytest, ruff, playwright                  (make test)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_SYS ?= python3
+VENV       ?= .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+JAVA_BUILD ?= build/java
+
+# `make data` recipe (the tutorial's full sizes); `make data-small` overrides them.
+EASY_TRAIN  ?= 200000
+CTEXT_TRAIN ?= 162000
+RUOYI_TRAIN ?= 100000
+EASY_TEST   ?= 20000
+CTEXT_TEST  ?= 16200
+RUOYI_TEST  ?= 10000
+THREADS     ?= 2
+SEED        ?= 123
+
+.PHONY: help setup setup-serve setup-train setup-dev test test-fast lint format ready train eval data data-small java bench clean
+
+help: ## Print every public target with one line of help
+	@echo "captcha-ocr: make <target>   (VENV=$(VENV))"
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+# ---- set-up: one stamp per tier, redone only when its requirements file changes ----
+$(VENV)/bin/python:
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.stamp-serve: requirements.txt | $(VENV)/bin/python
+	$(PIP) install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.stamp-train: requirements-train.txt $(VENV)/.stamp-serve
+	$(PIP) install -q -r requirements-train.txt
+	@touch $@
+
+$(VENV)/.stamp-dev: requirements-dev.txt $(VENV)/.stamp-train
+	$(PIP) install -q -r requirements-dev.txt
+	@touch $@
+
+setup-serve: $(VENV)/.stamp-serve ## Install the serving tier only (no PyTorch)
+setup-train: $(VENV)/.stamp-train ## Install the training tier
+setup-dev: $(VENV)/.stamp-dev     ## Install the development tier
+setup: setup-dev java             ## Create the venv and install everything (idempotent, fast when nothing changed)
+
+# ---- Java runners (JDK only; ':' is the classpath separator on Linux and macOS) ----
+JAVA_SRC := $(wildcard tools/java_captcha/*.java)
+$(JAVA_BUILD)/.stamp: $(JAVA_SRC)
+	@if [ -z "$(JAVA_SRC)" ]; then mkdir -p $(JAVA_BUILD); touch $@; exit 0; fi
+	@command -v javac >/dev/null || { echo "javac not found: install a JDK (Debian: apt-get install default-jdk-headless; macOS: brew install openjdk)"; exit 1; }
+	mkdir -p $(JAVA_BUILD)
+	javac -encoding UTF-8 -d $(JAVA_BUILD) $(JAVA_SRC)
+	@touch $@
+
+java: $(JAVA_BUILD)/.stamp ## Compile the Java captcha runners in tools/java_captcha
+
+# ---- quality ----
+test: setup ## Set up, then run the whole test suite (browser tests included)
+	$(PY) -m pytest -q
+
+test-fast: setup ## Run the tests that are not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup-dev ## ruff check and format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup-dev ## Apply ruff format and safe fixes
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+# ---- the three ways to use the project ----
+ready: setup-serve ## Start the FastAPI service (:8000) and the Flask demo (:8001) with the shipped models
+	@echo "make ready: the servers come with the Ready-to-Run issue; not built yet."; exit 1
+
+train: setup-train ## Train the three recognizers on dataset/train
+	@echo "make train: train.py comes with the Train-with-Dataset issue; not built yet."; exit 1
+
+eval: setup-train ## Evaluate every shipped model on dataset/test and ../shared/realdev
+	@echo "make eval: tools/evaluate.py comes with the Train-with-Dataset issue; not built yet."; exit 1
+
+data: setup-train java ## Generate and merge the full training and test sets into dataset/
+	@echo "make data: the generators come with the Build-from-Scratch issue; not built yet."; exit 1
+
+data-small: setup-train java ## Generate a few thousand images for quick runs
+	@echo "make data-small: the generators come with the Build-from-Scratch issue; not built yet."; exit 1
+
+bench: setup-dev ## Measure every stage and write docs/benchmarks.md
+	@echo "make bench: the benchmarks come with the Benchmarks issue; not built yet."; exit 1
+
+clean: ## Remove build outputs and caches (keeps the venv, dataset and checkpoints)
+	rm -rf build .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -not -path "./$(VENV)/*" -prune -exec rm -rf {} +
