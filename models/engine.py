@@ -1,0 +1,134 @@
+"""Inference engine: images in, text + answer + confidences out, with an onnxruntime or a torch backend.
+
+The onnxruntime backend (the serving default) needs no torch. Both backends share preprocessing and decoding,
+so they differ only in the network's arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.arith import solve
+from models.codec import greedy_decode
+from models.meta import ONNX_META_KEY, ModelMeta
+from models.preprocess import ImageSource, preprocess
+
+BACKENDS = ("onnx", "torch")
+
+
+@dataclass
+class Prediction:
+    text: str
+    answer: int | None  # arithmetic result when the text is an expression, else None
+    confidence: float  # product of the character confidences
+    char_confidences: list[float] = field(default_factory=list)
+
+
+class Engine:
+    """Common part of both backends; subclasses implement :meth:`logits`."""
+
+    backend = ""
+
+    def __init__(self, meta: ModelMeta, path: Path) -> None:
+        meta.check_compatible()
+        self.meta, self.path = meta, path
+        self.charset = meta.charset_obj
+        self.spec = meta.spec
+
+    @property
+    def arch(self) -> str:
+        return self.meta.arch
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:  # (N, C, H, W) -> (N, T, classes)
+        raise NotImplementedError
+
+    def predict_arrays(self, batch: np.ndarray, allowed: str | None = None) -> list[Prediction]:
+        """Predict preprocessed inputs ``float32 (N, C, H, W)``."""
+        if len(batch) == 0:
+            return []
+        decoded = greedy_decode(self.logits(np.ascontiguousarray(batch, dtype=np.float32)), self.charset, allowed)
+        return [Prediction(d.text, solve(d.text), d.confidence, d.char_confidences) for d in decoded]
+
+    def predict(self, sources: Sequence[ImageSource], allowed: str | None = None) -> list[Prediction]:
+        """Predict images (bytes, paths or PIL images); raises :class:`ImageError` for an unreadable one."""
+        return self.predict_arrays(np.stack([preprocess(s, self.spec) for s in sources]), allowed)
+
+    def warm_up(self) -> float:
+        """Run one dummy batch (first-call allocations); returns its milliseconds."""
+        start = time.perf_counter()
+        self.logits(np.zeros((1, self.spec.channels, self.spec.img_h, self.spec.img_w), np.float32))
+        return (time.perf_counter() - start) * 1000
+
+
+def read_onnx_meta(path: str | Path) -> ModelMeta:
+    """The metadata record of an ONNX model file, without loading its weights into a session."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _meta_of(session, path)
+
+
+def _meta_of(session, path) -> ModelMeta:
+    props = session.get_modelmeta().custom_metadata_map
+    if ONNX_META_KEY not in props:
+        raise ValueError(f"{path} has no captcha-ocr metadata: export it with models.export.export_onnx")
+    return ModelMeta.from_dict(json.loads(props[ONNX_META_KEY]))
+
+
+class OnnxEngine(Engine):
+    backend = "onnx"
+
+    def __init__(self, path: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0 = onnxruntime decides (all cores)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        super().__init__(_meta_of(self.session, path), Path(path))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"images": batch})[0]
+
+
+class TorchEngine(Engine):
+    backend = "torch"
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        import torch
+
+        from models.checkpoint import load_model
+
+        loaded = load_model(path, device)
+        self.model, self.device, self._torch = loaded.model, device, torch
+        super().__init__(loaded.meta, Path(path))
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.model(self._torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+def resolve_model_file(path: str | Path, backend: str) -> Path:
+    """A model file, or a folder like ``checkpoints/<arch>/`` holding ``model.onnx`` and ``best.pt``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / ("model.onnx" if backend == "onnx" else "best.pt")
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    return path
+
+
+def load_engine(path: str | Path, backend: str = "onnx", **kwargs) -> Engine:
+    """Open a model for inference: ``backend`` is ``onnx`` (default, no torch needed) or ``torch``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    file = resolve_model_file(path, backend)
+    return OnnxEngine(file, **kwargs) if backend == "onnx" else TorchEngine(file, **kwargs)

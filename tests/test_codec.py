@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from models.charset import BLANK, Charset
+from models.codec import encode_batch, greedy_decode, softmax
+
+CHARSET = Charset("0123456789abc")
+
+
+def naive_decode(logits, charset, allowed=None):
+    """Frame-by-frame reference implementation."""
+    results = []
+    for sample in logits:
+        sample = sample.astype(np.float64)
+        if allowed is not None:
+            keep = [BLANK] + charset.ids_for(allowed)
+            masked = np.full_like(sample, -1e9)
+            masked[:, keep] = sample[:, keep]
+            sample = masked
+        probs = np.exp(sample - sample.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        text, confs, prev = "", [], None
+        for t in range(len(probs)):
+            k = int(probs[t].argmax())
+            if k != prev and k != BLANK:
+                text += charset.symbols[k - 1]
+                confs.append(probs[t, k])
+            elif k == prev and k != BLANK:
+                confs[-1] = max(confs[-1], probs[t, k])
+            prev = k
+        results.append((text, float(np.prod(confs)) if confs else 0.0, confs))
+    return results
+
+
+@pytest.mark.parametrize("allowed", [None, "digits", "abc"])
+@pytest.mark.parametrize("seed", range(5))
+def test_vectorised_matches_naive(seed, allowed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, size=(7, 20, CHARSET.num_classes)).astype(np.float32)
+    logits[:, :, BLANK] += rng.normal(1, 2, size=(7, 20))  # plenty of blanks, some repeats
+    fast = greedy_decode(logits, CHARSET, allowed)
+    slow = naive_decode(logits, CHARSET, None if allowed is None else {"digits": "0123456789"}.get(allowed, allowed))
+    for got, (text, conf, confs) in zip(fast, slow):
+        assert got.text == text
+        assert got.confidence == pytest.approx(conf, rel=1e-5)
+        assert got.char_confidences == pytest.approx(confs, rel=1e-5)
+
+
+def one_hot_path(path, num_classes, strength=10.0):
+    logits = np.zeros((1, len(path), num_classes), np.float32)
+    for t, k in enumerate(path):
+        logits[0, t, k] = strength
+    return logits
+
+
+def test_collapse_and_blank_separated_repeats():
+    # ids: '1' -> 2, 'a' -> 11; path 1 1 _ 1 a a _ -> "11a"
+    (d,) = greedy_decode(one_hot_path([2, 2, 0, 2, 11, 11, 0], CHARSET.num_classes), CHARSET)
+    assert d.text == "11a" and len(d.char_confidences) == 3
+
+
+def test_confidence_ignores_blank_frames():
+    # Uncertain blank frames must not lower the confidence of confidently emitted characters.
+    logits = one_hot_path([0, 2, 0, 3, 0], CHARSET.num_classes, strength=20.0)
+    logits[0, [0, 2, 4], BLANK] = 0.5  # blank frames nearly uniform
+    logits[0, [0, 2, 4], 5] = 0.4
+    (d,) = greedy_decode(logits, CHARSET)
+    assert d.text == "12"
+    assert d.confidence > 0.99
+
+
+def test_restriction_changes_output():
+    logits = one_hot_path([11], CHARSET.num_classes)  # 'a'
+    logits[0, 0, 4] = 5.0  # '3' is second best
+    assert greedy_decode(logits, CHARSET)[0].text == "a"
+    assert greedy_decode(logits, CHARSET, allowed="digits")[0].text == "3"
+
+
+def test_empty_output_confidence_zero():
+    (d,) = greedy_decode(one_hot_path([0, 0, 0], CHARSET.num_classes), CHARSET)
+    assert d.text == "" and d.confidence == 0.0 and d.char_confidences == []
+
+
+def test_shape_checked():
+    with pytest.raises(ValueError, match="expected logits"):
+        greedy_decode(np.zeros((2, 5, 3), np.float32), CHARSET)
+
+
+def test_encode_batch():
+    flat, lengths = encode_batch(["1a", "c"], CHARSET)
+    assert flat.tolist() == [2, 11, 13] and lengths.tolist() == [2, 1]
+
+
+def test_softmax_rows_sum_to_one():
+    p = softmax(np.random.default_rng(0).normal(size=(3, 4, 5)))
+    assert np.allclose(p.sum(-1), 1.0)

@@ -1,0 +1,35 @@
+import pytest
+
+from models.metrics import answer_accuracy, cer, exact_match, levenshtein, summarize
+
+
+@pytest.mark.parametrize(("a", "b", "d"), [("", "", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("abcd", "abdc", 2)])
+def test_levenshtein(a, b, d):
+    assert levenshtein(a, b) == d == levenshtein(b, a)
+
+
+def test_exact_match_case():
+    preds, gts = ["AbC", "xyz", "q"], ["abc", "xyz", "Q"]
+    assert exact_match(preds, gts) == pytest.approx(1 / 3)
+    assert exact_match(preds, gts, ignore_case=True) == 1.0
+    assert exact_match([], []) == 0.0
+
+
+def test_cer_is_corpus_level():
+    assert cer(["abcd", "xy"], ["abcd", "xz"]) == pytest.approx(1 / 6)
+
+
+def test_answer_accuracy_uses_solver():
+    # "3*8=?" and "3x8=?" both solve to 24; a misread operator does not.
+    assert answer_accuracy(["3*8=?", "3x8=?", "3+8=?", "AB"], [24, 24, 24, None]) == pytest.approx(2 / 3)
+    assert answer_accuracy(["ab"], [None]) is None
+
+
+def test_summarize():
+    s = summarize(["3+4=?", "ab"], ["3+4=?", "AB"])
+    assert s == {"n": 2, "em": 0.5, "em_nocase": 1.0, "cer": pytest.approx(2 / 7), "answer_acc": 1.0}
+
+
+def test_length_mismatch_raises():
+    with pytest.raises(ValueError):
+        exact_match(["a"], [])
