@@ -55,10 +55,11 @@ setup: setup-dev java             ## Create the venv and install everything (ide
 # ---- Java runners (JDK only; ':' is the classpath separator on Linux and macOS) ----
 JAVA_SRC := $(wildcard tools/java_captcha/*.java)
 $(JAVA_BUILD)/.stamp: $(JAVA_SRC)
-	@if [ -z "$(JAVA_SRC)" ]; then mkdir -p $(JAVA_BUILD); touch $@; exit 0; fi
-	@command -v javac >/dev/null || { echo "javac not found: install a JDK (Debian: apt-get install default-jdk-headless; macOS: brew install openjdk)"; exit 1; }
-	mkdir -p $(JAVA_BUILD)
-	javac -encoding UTF-8 -d $(JAVA_BUILD) $(JAVA_SRC)
+	@mkdir -p $(JAVA_BUILD)
+	@if [ -n "$(JAVA_SRC)" ]; then \
+	  command -v javac >/dev/null || { echo "javac not found: install a JDK (Debian: apt-get install default-jdk-headless; macOS: brew install openjdk)"; exit 1; }; \
+	  echo "javac -> $(JAVA_BUILD)"; javac -encoding UTF-8 -d $(JAVA_BUILD) $(JAVA_SRC); \
+	fi
 	@touch $@
 
 java: $(JAVA_BUILD)/.stamp ## Compile the Java captcha runners in tools/java_captcha
