@@ -45,7 +45,7 @@ def main() -> None:
     root = Path(args.root)
     rows = read_labels(root / "labels.tsv").rows
     print(f"{len(rows)} GIFs from {root}")
-    print(f"{'fusion':8s} {'all':>7s} " + " ".join(f"{t:>13s}" for t in sorted({r.extra['type'] for r in rows})))
+    print(f"{'fusion':8s} {'all':>7s} " + " ".join(f"{t:>13s}" for t in sorted({r.extra["type"] for r in rows})))
     for fusion in FUSIONS:
         hits: dict[str, list[bool]] = defaultdict(list)
         for row in rows:

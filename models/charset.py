@@ -133,7 +133,9 @@ class Charset:
 class LabelRow:
     filename: str
     label: str
-    extra: dict[str, str] = field(default_factory=dict)  # further columns (type, answer, ...) when the file has a header
+    extra: dict[str, str] = field(
+        default_factory=dict
+    )  # further columns (type, answer, ...) when the file has a header
 
 
 @dataclass

@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageSequence
@@ -31,7 +30,7 @@ MAX_FRAMES = 64  # EasyCaptcha GIFs have one frame per character; more is not a 
 MAX_PIXELS = 4096 * 4096  # per frame; larger declared sizes are refused before decoding
 GIF_FUSION = "min"  # chosen by measurement on real EasyCaptcha GIFs, see docs/benchmarks.md
 
-ImageSource = Union[bytes, bytearray, str, Path, Image.Image]
+ImageSource = bytes | bytearray | str | Path | Image.Image
 
 
 class ImageError(ValueError):

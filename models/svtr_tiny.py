@@ -31,7 +31,9 @@ def local_mask(height: int, width: int, window: tuple[int, int], device: torch.d
     """Additive attention mask ``(N, N)``: 0 inside a ``window`` (h, w) centred on each token, -inf outside."""
     ys = torch.arange(height, device=device).repeat_interleave(width)
     xs = torch.arange(width, device=device).repeat(height)
-    inside = ((ys[:, None] - ys[None, :]).abs() <= window[0] // 2) & ((xs[:, None] - xs[None, :]).abs() <= window[1] // 2)
+    inside = ((ys[:, None] - ys[None, :]).abs() <= window[0] // 2) & (
+        (xs[:, None] - xs[None, :]).abs() <= window[1] // 2
+    )
     return torch.zeros(inside.shape, device=device).masked_fill(~inside, float("-inf"))
 
 

@@ -40,8 +40,8 @@ OPS = {"+": "+", "-": "-", "x": "*", "*": "*", "×": "*"}
 )
 def test_matches_python_arithmetic(numbers, ops, tail):
     ops = ops[: len(numbers) - 1]
-    text = "".join(f"{n}{o}" for n, o in zip(numbers, ops)) + str(numbers[-1]) + tail
-    python_expr = "".join(f"{n}{OPS[o]}" for n, o in zip(numbers, ops)) + str(numbers[-1])
+    text = "".join(f"{n}{o}" for n, o in zip(numbers, ops, strict=False)) + str(numbers[-1]) + tail
+    python_expr = "".join(f"{n}{OPS[o]}" for n, o in zip(numbers, ops, strict=False)) + str(numbers[-1])
     assert solve(text) == eval(python_expr)  # test oracle only; the solver itself never evals
 
 

@@ -40,7 +40,7 @@ def test_vectorised_matches_naive(seed, allowed):
     logits[:, :, BLANK] += rng.normal(1, 2, size=(7, 20))  # plenty of blanks, some repeats
     fast = greedy_decode(logits, CHARSET, allowed)
     slow = naive_decode(logits, CHARSET, None if allowed is None else {"digits": "0123456789"}.get(allowed, allowed))
-    for got, (text, conf, confs) in zip(fast, slow):
+    for got, (text, conf, confs) in zip(fast, slow, strict=True):
         assert got.text == text
         assert got.confidence == pytest.approx(conf, rel=1e-5)
         assert got.char_confidences == pytest.approx(confs, rel=1e-5)

@@ -81,7 +81,11 @@ def test_sixteen_bit_and_cmyk_readable():
 
 @pytest.mark.parametrize(
     ("data", "message"),
-    [(b"", "empty"), (b"hello, I am text", "not a readable image"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 30, "not a readable")],
+    [
+        (b"", "empty"),
+        (b"hello, I am text", "not a readable image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 30, "not a readable"),
+    ],
 )
 def test_bad_bytes_raise_clear_error(data, message):
     with pytest.raises(ImageError, match=message):
