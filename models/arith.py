@@ -6,7 +6,8 @@ Grammar (normal precedence, left-associative)::
     term       := number (('*' | '/') number)*
 
 Multiplication is written ``*``, ``x``, ``X`` or ``×``; division ``/`` or ``÷``; the question mark may be
-full-width. Division must be exact (every captcha library we know only asks exact quotients); an inexact
+full-width. When the only operators are the letter ``x``/``X``, the ``=`` or ``?`` is required, so that an
+alphanumeric captcha such as ``3x4`` is not taken for a product. Division must be exact (every captcha library we know only asks exact quotients); an inexact
 quotient, division by zero or anything that is not such an expression gives ``None``.
 """
 
@@ -24,6 +25,8 @@ MAX_DIGITS = 9  # longer numbers are not captchas; also keeps the result small
 def _tokenize(text: str) -> list[str] | None:
     match = _TAIL.search(text)
     body = text[: match.start()] if match else text
+    if not match.group().strip() and not (set(body) & set("+-*/×÷")):
+        return None  # only letter-x operators and no '=?': an alphanumeric text, not an expression
     tokens: list[str] = []
     pos = 0
     while pos < len(body):

@@ -1,0 +1,100 @@
+"""Read captchas from the command line.
+
+    python infer.py captcha.png                          # default model (checkpoints/, onnxruntime)
+    python infer.py --arch svtr_tiny --backend torch imgs/ a.gif
+    python infer.py --model path/to/model.onnx --jsonl folder/ > results.jsonl
+    python infer.py --allowed digits code.png            # restrict the output to a character set
+
+Prints ``file  text  [= answer]  confidence`` per image, or with ``--jsonl`` one JSON object per line:
+``{"file", "text", "answer", "confidence", "arch"}`` (``answer`` is null when the text is not arithmetic).
+Folders are searched recursively for PNG, JPEG, GIF, BMP and WebP. Images are read in batches; an unreadable
+file is reported on stderr and the run goes on (exit status 1 if any failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.engine import BACKENDS, load_engine
+from models.preprocess import ImageError, preprocess
+from models.registry import ARCH_NAMES
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
+CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+DEFAULT_ARCH = "vanilla_crnn"
+
+
+def find_images(paths: list[str]) -> list[Path]:
+    """Files as given, and image files under folders (sorted, duplicates removed)."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def default_model() -> Path:
+    """``checkpoints/default`` names the default arch when present; else the first arch that has a model."""
+    marker = CHECKPOINTS / "default"
+    names = [marker.read_text().strip()] if marker.is_file() else []
+    for name in names + [DEFAULT_ARCH, *ARCH_NAMES]:
+        if (CHECKPOINTS / name).is_dir():
+            return CHECKPOINTS / name
+    raise SystemExit(f"no model in {CHECKPOINTS}: train one (make train) or pass --model PATH")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Read captcha images with a trained model.")
+    parser.add_argument("paths", nargs="+", help="image files and/or folders")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--arch", choices=ARCH_NAMES, help="a shipped model: checkpoints/<arch>/")
+    which.add_argument("--model", help="a model file (.onnx or .pt) or a folder holding model.onnx / best.pt")
+    parser.add_argument("--backend", choices=BACKENDS, default="onnx")
+    parser.add_argument("--jsonl", action="store_true", help="one JSON object per image")
+    parser.add_argument("--allowed", help="digits, letters, upper, lower, alnum, arith, or the characters themselves")
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args()
+
+    model_path = Path(args.model) if args.model else CHECKPOINTS / args.arch if args.arch else default_model()
+    try:
+        engine = load_engine(model_path, args.backend)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    files = find_images(args.paths)
+    if not files:
+        print("error: no images found in " + " ".join(args.paths), file=sys.stderr)
+        return 2
+    failures = 0
+    for start in range(0, len(files), args.batch):
+        good, arrays = [], []
+        for path in files[start : start + args.batch]:
+            try:
+                arrays.append(preprocess(path, engine.spec))
+                good.append(path)
+            except ImageError as e:
+                failures += 1
+                print(f"error: {path}: {e}", file=sys.stderr)
+        if not good:
+            continue
+        for path, pred in zip(good, engine.predict_arrays(np.stack(arrays), args.allowed), strict=True):
+            if args.jsonl:
+                record = {"file": str(path), "text": pred.text, "answer": pred.answer,
+                          "confidence": round(pred.confidence, 6), "arch": engine.arch}  # fmt: skip
+                print(json.dumps(record, ensure_ascii=False))
+            else:
+                answer = "" if pred.answer is None else f" = {pred.answer}"
+                print(f"{path}\t{pred.text}{answer}\t{pred.confidence:.3f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Train-only augmentation on the uint8 canvas that :func:`models.preprocess.to_canvas` returns.
+
+It sits between ``to_canvas`` and ``normalize``, so evaluation and serving (which skip it) see exactly the
+training preprocessing otherwise. Geometry is mild: captcha generators already distort their text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def build_augment(strength: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
+    """An albumentations pipeline ``uint8 (H, W, C) -> uint8 (H, W, C)``; ``strength`` scales probabilities."""
+    import albumentations as A
+    import cv2
+
+    p = lambda value: min(1.0, value * strength)  # noqa: E731 - probability scaled by strength
+    pipeline = A.Compose(
+        [
+            A.Affine(
+                scale=(0.92, 1.05), translate_percent=(-0.03, 0.03), rotate=(-4, 4), shear=(-8, 8),
+                border_mode=cv2.BORDER_REPLICATE, p=p(0.5),
+            ),
+            A.Perspective(scale=(0.01, 0.04), border_mode=cv2.BORDER_REPLICATE, p=p(0.2)),
+            A.OneOf([A.MotionBlur(blur_limit=3), A.GaussianBlur(blur_limit=(3, 5))], p=p(0.2)),
+            A.GaussNoise(std_range=(0.02, 0.08), p=p(0.2)),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=p(0.3)),
+            A.HueSaturationValue(hue_shift_limit=20, sat_shift_limit=20, val_shift_limit=0, p=p(0.2)),
+            A.ImageCompression(quality_range=(45, 95), p=p(0.25)),
+        ]
+    )  # fmt: skip
+
+    def augment(canvas: np.ndarray) -> np.ndarray:
+        gray = canvas.shape[2] == 1
+        image = np.repeat(canvas, 3, axis=2) if gray else canvas
+        out = pipeline(image=image)["image"]
+        return out[:, :, :1] if gray else out
+
+    return augment

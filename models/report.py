@@ -1,0 +1,84 @@
+"""Per-group evaluation tables (by source and type), shared by train.py and tools/evaluate.py (torch-free)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from models.arith import solve
+from models.metrics import levenshtein, summarize
+
+
+@dataclass
+class Scored:
+    """One evaluated sample."""
+
+    filename: str
+    label: str
+    pred: str
+    confidence: float
+    source: str = ""
+    type: str = ""
+    answer: int | None = None  # ground-truth arithmetic answer, None when not arithmetic
+    flags: str = ""  # e.g. "edge_clip" on realdev ctext rows
+
+
+def group_table(rows: Sequence[Scored], keys: Sequence[str] = ("source", "type")) -> list[dict]:
+    """Metrics for all rows, then per source, then per (source, type): ``[{"group", n, em, ...}]``."""
+    groups: dict[str, list[Scored]] = defaultdict(list)
+    for row in rows:
+        groups["all"].append(row)
+        if "source" in keys and row.source:
+            groups[row.source].append(row)
+        if "type" in keys and row.type:
+            groups[f"{row.source}/{row.type}" if row.source else row.type].append(row)
+    table = []
+    for name in ["all"] + sorted(k for k in groups if k != "all"):
+        members = groups[name]
+        metrics = summarize([r.pred for r in members], [r.label for r in members], [r.answer for r in members])
+        table.append({"group": name, **metrics})
+    return table
+
+
+def format_table(table: Iterable[dict]) -> str:
+    """Markdown table: group, n, EM, EM ignoring case, CER, answer accuracy (percentages)."""
+    lines = ["| group | n | EM | EM (no case) | CER | answer acc |", "|---|---:|---:|---:|---:|---:|"]
+    for row in table:
+        answer = "" if row["answer_acc"] is None else f"{100 * row['answer_acc']:.2f}%"
+        lines.append(
+            f"| {row['group']} | {row['n']} | {100 * row['em']:.2f}% | {100 * row['em_nocase']:.2f}% "
+            f"| {100 * row['cer']:.2f}% | {answer} |"
+        )
+    return "\n".join(lines)
+
+
+def confusions(rows: Iterable[Scored], top: int = 20) -> list[tuple[str, str, int]]:
+    """Most frequent character substitutions ``(label char, predicted char, count)`` among same-length errors."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        if row.pred != row.label and len(row.pred) == len(row.label):
+            counts.update((a, b) for a, b in zip(row.label, row.pred, strict=True) if a != b)
+    return [(a, b, n) for (a, b), n in counts.most_common(top)]
+
+
+def sample_lines(rows: Sequence[Scored], count: int = 8) -> list[str]:
+    """A few ``label | prediction | confidence`` lines, errors first."""
+    ordered = sorted(rows, key=lambda r: (r.pred == r.label, r.filename))[:count]
+    return [
+        f"{r.label:>12s} | {r.pred:<12s} | {r.confidence:.3f} {'ok' if r.pred == r.label else 'x'}" for r in ordered
+    ]
+
+
+def answer_of(label: str, recorded: str | None = None) -> int | None:
+    """Ground-truth answer: the recorded column when the labels have one (empty = not arithmetic), else solved
+    from the label."""
+    if recorded is None:
+        return solve(label)
+    try:
+        return int(recorded)
+    except ValueError:
+        return None
+
+
+__all__ = ["Scored", "group_table", "format_table", "confusions", "sample_lines", "answer_of", "levenshtein"]

@@ -1,0 +1,145 @@
+"""train.py end to end on a tiny Pillow-drawn set: learning, exact resume after kill -9, DDP, outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from fixtures import make_dataset
+from models.checkpoint import load_model, read_checkpoint
+from models.engine import load_engine
+
+TINY = '{"channels": [8, 16, 32, 32, 32, 32, 32], "hidden": 32}'
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    make_dataset(root / "train", 160, seed=0)
+    make_dataset(root / "test", 24, seed=1)
+    return root
+
+
+def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, str(ROOT / "train.py"), "--arch", "vanilla_crnn",
+        "--train-root", str(data / "train"), "--val-root", str(data / "test"), "--out", str(out),
+        "--batch", "16", "--num-workers", "0", "--lr", "3e-3", "--seed", "7", "--arch-args", TINY, *extra,
+    ]  # fmt: skip
+
+
+def run(cmd: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, **kw)
+    assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def metrics_rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_training_lowers_loss_and_writes_everything(tiny_data, tmp_path):
+    out = run(train_cmd(tiny_data, tmp_path, "--epochs", "3"))
+    folder = tmp_path / "vanilla_crnn"
+    for name in ("best.pt", "last.pt", "model.onnx", "config.json", "metrics.csv", "curves.png"):
+        assert (folder / name).is_file(), f"{name} missing"
+    rows = metrics_rows(folder / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert "| all |" in out.stdout + out.stderr  # the per-group test table is printed
+    assert "fixture/arith" in out.stdout + out.stderr
+    # Exported model matches its checkpoint on the fixture images, GIFs included.
+    images = sorted((tiny_data / "test" / "images").iterdir())
+    a = load_engine(folder, "onnx").predict(images)
+    b = load_engine(folder, "torch").predict(images)
+    assert [p.text for p in a] == [p.text for p in b]
+    meta = load_model(folder / "best.pt").meta
+    assert meta.metrics["selection"]["n"] > 0 and meta.img_h == 32
+
+
+@pytest.mark.slow
+def test_kill_then_resume_is_exact(tiny_data, tmp_path):
+    reference, interrupted = tmp_path / "ref", tmp_path / "int"
+    run(train_cmd(tiny_data, reference, "--epochs", "4"))
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(train_cmd(tiny_data, interrupted, "--epochs", "4"), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    metrics = interrupted / "vanilla_crnn" / "metrics.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics_rows(metrics)) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = read_checkpoint(interrupted / "vanilla_crnn" / "last.pt")["training"]["epoch"]
+    assert 1 <= done < 4
+    for checkpoint in (interrupted / "vanilla_crnn").glob("*.pt"):
+        load_model(checkpoint)  # a kill never leaves a half-written checkpoint
+
+    run(train_cmd(tiny_data, interrupted, "--epochs", "4", "--resume"))
+    rows = metrics_rows(metrics)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # no epoch lost or repeated
+    ref_state = read_checkpoint(reference / "vanilla_crnn" / "last.pt")["state_dict"]
+    new_state = read_checkpoint(interrupted / "vanilla_crnn" / "last.pt")["state_dict"]
+    for key, value in ref_state.items():
+        assert torch.equal(value, new_state[key]), f"{key} differs after resume"
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tiny_data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           *train_cmd(tiny_data, tmp_path, "--epochs", "1")[1:]]  # fmt: skip
+    out = run(cmd)
+    assert (tmp_path / "vanilla_crnn" / "best.pt").is_file()
+    assert "world 2" in out.stdout + out.stderr
+    assert len(metrics_rows(tmp_path / "vanilla_crnn" / "metrics.csv")) == 1  # only rank 0 writes
+
+
+def test_dry_run_writes_nothing(tiny_data, tmp_path):
+    out = run(train_cmd(tiny_data, tmp_path, "--dry-run", "--epochs", "1"))
+    assert "dry run: one batch" in out.stdout + out.stderr
+    assert not (tmp_path / "vanilla_crnn").exists()
+
+
+def test_tutorial_flags_are_accepted(tiny_data, tmp_path):
+    cmd = train_cmd(tiny_data, tmp_path, "--dry-run", "--imgH", "32", "--imgW", "126", "--pad-multiple", "4",
+                    "--downsample", "4", "--epochs", "30", "--aug", "--compile", "--print-samples", "3")  # fmt: skip
+    cmd[cmd.index("--num-workers") + 1] = "1"
+    run(cmd)
+
+
+def test_wrong_downsample_is_refused(tiny_data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(train_cmd(tiny_data, tmp_path, "--dry-run", "--downsample", "16"), capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert out.returncode != 0 and "downsamples width 4x" in out.stderr
+
+
+@pytest.mark.slow
+def test_init_fine_tunes_and_extends_charset(tiny_data, tmp_path):
+    run(train_cmd(tiny_data, tmp_path / "base", "--epochs", "1"))
+    extra = tmp_path / "extra"
+    make_dataset(extra / "train", 40, seed=5)
+    labels = (extra / "train" / "labels.txt").read_text(encoding="utf-8").replace("A", "Z")
+    (extra / "train" / "labels.txt").write_text(labels, encoding="utf-8")
+    (extra / "train" / "meta.tsv").unlink()
+    base_charset = load_model(tmp_path / "base" / "vanilla_crnn" / "best.pt").meta.charset
+    run(train_cmd(extra, tmp_path / "tuned", "--epochs", "1",
+                  "--init", str(tmp_path / "base" / "vanilla_crnn" / "best.pt")))  # fmt: skip
+    tuned = load_model(tmp_path / "tuned" / "vanilla_crnn" / "best.pt").meta.charset
+    assert tuned.startswith(base_charset) and "Z" in tuned and "Z" not in base_charset
