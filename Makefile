@@ -23,6 +23,8 @@ CTEXT_TEST  ?= 16200
 RUOYI_TEST  ?= 10000
 THREADS     ?= 2
 SEED        ?= 123
+REALDEV     ?= ../shared/realdev
+TRAIN_ARGS  ?=
 
 .PHONY: help setup setup-serve setup-train setup-dev test test-fast lint format ready train eval data data-small java bench clean
 
@@ -83,11 +85,19 @@ format: setup-dev ## Apply ruff format and safe fixes
 ready: setup-serve ## Start the FastAPI service (:8000) and the Flask demo (:8001) with the shipped models
 	@echo "make ready: the servers come with the Ready-to-Run issue; not built yet."; exit 1
 
-train: setup-train ## Train the three recognizers on dataset/train
-	@echo "make train: train.py comes with the Train-with-Dataset issue; not built yet."; exit 1
+train: setup-train ## Train the three recognizers on dataset/train (TRAIN_ARGS="--epochs 5 ..." to change)
+	$(PY) train.py --arch all --train-root dataset/train --val-root dataset/test $(TRAIN_ARGS)
 
-eval: setup-train ## Evaluate every shipped model on dataset/test and ../shared/realdev
-	@echo "make eval: tools/evaluate.py comes with the Train-with-Dataset issue; not built yet."; exit 1
+eval: setup-train ## Evaluate every model in checkpoints/ on dataset/test and ../shared/realdev (when present)
+	@found=0; for dir in checkpoints/*/; do \
+	  [ -f "$$dir/model.onnx" ] || continue; found=1; arch=$$(basename $$dir); \
+	  folders=""; [ -d dataset/test ] && folders="dataset/test"; \
+	  for fam in easy easy_gif ctext ruoyi; do [ -d $(REALDEV)/$$fam ] && folders="$$folders $(REALDEV)/$$fam"; done; \
+	  [ -n "$$folders" ] || { echo "nothing to evaluate on: run make data (dataset/test) or provide $(REALDEV)"; exit 1; }; \
+	  $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$arch $$folders || exit 1; \
+	  [ -d $(REALDEV)/ctext ] && $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$arch-ctext-noclip \
+	    --exclude-flag edge_clip $(REALDEV)/ctext; \
+	done; [ $$found = 1 ] || { echo "no checkpoints/<arch>/model.onnx yet: run make train"; exit 1; }
 
 data: setup-train java ## Generate and merge the full training and test sets into dataset/
 	@echo "make data: the generators come with the Build-from-Scratch issue; not built yet."; exit 1

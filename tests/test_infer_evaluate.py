@@ -1,0 +1,99 @@
+"""infer.py and tools/evaluate.py on fixtures: PNG, GIF and arithmetic captchas, bad files, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REALDEV, ROOT
+from fixtures import make_dataset
+from models.arith import solve
+
+
+def run(args: list[str], expect: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
+    assert out.returncode == expect, out.stdout[-2000:] + out.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = make_dataset(tmp_path_factory.mktemp("fx") / "set", 20, seed=3)
+    (root / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    with open(root / "labels.txt", "a", encoding="utf-8") as f:
+        f.write("broken.png\tABCD\n")
+    return root
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_infer_jsonl_reads_png_gif_and_reports_bad_files(sharp_models, folder, backend):
+    out = run(["infer.py", "--model", str(sharp_models["vanilla_crnn"]), "--backend", backend, "--jsonl",
+               str(folder / "images")], expect=1)  # fmt: skip
+    records = [json.loads(line) for line in out.stdout.splitlines()]
+    files = {Path(r["file"]).name for r in records}
+    assert len(records) == 20 and "00002.gif" in files and "broken.png" not in files
+    for r in records:
+        assert set(r) == {"file", "text", "answer", "confidence", "arch"}
+        assert r["arch"] == "vanilla_crnn" and 0.0 <= r["confidence"] <= 1.0
+        assert r["answer"] == solve(r["text"])
+    assert "broken.png" in out.stderr and "not a readable image" in out.stderr
+
+
+def test_infer_text_output_and_answer(sharp_models, monkeypatch, capsys):
+    """The plain output shows '= answer' for arithmetic texts (engine forced to read one)."""
+    import infer
+    from models.engine import Prediction
+
+    real_gif = sorted((REALDEV / "easy_gif").glob("*.gif"))[:1] if REALDEV.is_dir() else []
+    image = real_gif[0] if real_gif else next((ROOT / "tests").glob("*.py"))
+    monkeypatch.setattr(sys, "argv", ["infer.py", "--model", str(sharp_models["svtr_tiny"]), str(image)])
+    monkeypatch.setattr(
+        "models.engine.Engine.predict_arrays", lambda self, batch, allowed=None: [Prediction("3*8=?", 24, 0.9)]
+    )
+    code = infer.main()
+    out = capsys.readouterr()
+    if real_gif:
+        assert code == 0 and "3*8=? = 24\t0.900" in out.out
+    else:
+        assert code == 1
+
+
+def test_infer_missing_model_is_clear(tmp_path):
+    out = run(["infer.py", "--model", str(tmp_path / "nothing.onnx"), str(tmp_path)], expect=2)
+    assert "no model file" in out.stderr
+
+
+def test_infer_allowed_restricts_output(sharp_models, folder):
+    out = run(["infer.py", "--model", str(sharp_models["crnn_resnet34"]), "--jsonl", "--allowed", "digits",
+               str(folder / "images" / "00000.png"), str(folder / "images" / "00002.gif")])  # fmt: skip
+    for record in map(json.loads, out.stdout.splitlines()):
+        assert set(record["text"]) <= set("0123456789")
+
+
+def test_evaluate_writes_tables(sharp_models, folder, tmp_path):
+    out = run(["tools/evaluate.py", "--model", str(sharp_models["vanilla_crnn"]), "--out", str(tmp_path),
+               "--name", "fx", str(folder)])  # fmt: skip
+    assert "| all | 20 |" in out.stdout  # the broken image is reported, not scored
+    assert "broken.png" in out.stderr
+    for suffix in ("md", "csv", "png"):
+        assert (tmp_path / f"fx.{suffix}").is_file()
+    with open(tmp_path / "fx.csv", encoding="utf-8") as f:
+        groups = {row["group"]: row for row in csv.DictReader(f)}
+    assert {"all", "fixture", "fixture/text", "fixture/arith", "fixture/gif"} <= set(groups)
+    assert groups["fixture/arith"]["answer_acc"] != "" and groups["fixture/text"]["answer_acc"] == ""
+
+
+def test_evaluate_realdev_layout(sharp_models):
+    if not (REALDEV / "ruoyi" / "labels.tsv").is_file():
+        pytest.skip("realdev not present")
+    out = run(["tools/evaluate.py", "--model", str(sharp_models["svtr_tiny"]), str(REALDEV / "ruoyi"),
+               str(REALDEV / "ctext"), "--exclude-flag", "edge_clip"])  # fmt: skip
+    assert "| ruoyi/ruoyi_math | 200 |" in out.stdout
+    assert "| ctext | " in out.stdout and "| ctext | 400 |" not in out.stdout  # edge_clip rows left out
