@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.engine import BACKENDS, load_engine
+from models.engine import BACKENDS, default_model_name, load_engine
 from models.preprocess import ImageError, preprocess
 from models.registry import ARCH_NAMES
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
-DEFAULT_ARCH = "vanilla_crnn"
 
 
 def find_images(paths: list[str]) -> list[Path]:
@@ -41,14 +40,11 @@ def find_images(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def default_model() -> Path:
-    """``checkpoints/default`` names the default arch when present; else the first arch that has a model."""
-    marker = CHECKPOINTS / "default"
-    names = [marker.read_text().strip()] if marker.is_file() else []
-    for name in names + [DEFAULT_ARCH, *ARCH_NAMES]:
-        if (CHECKPOINTS / name).is_dir():
-            return CHECKPOINTS / name
-    raise SystemExit(f"no model in {CHECKPOINTS}: train one (make train) or pass --model PATH")
+def default_model(backend: str) -> Path:
+    name = default_model_name(CHECKPOINTS, backend)
+    if name is None:
+        raise SystemExit(f"no model in {CHECKPOINTS}: train one (make train) or pass --model PATH")
+    return CHECKPOINTS / name
 
 
 def main() -> int:
@@ -63,7 +59,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
 
-    model_path = Path(args.model) if args.model else CHECKPOINTS / args.arch if args.arch else default_model()
+    model_path = (
+        Path(args.model) if args.model else CHECKPOINTS / args.arch if args.arch else default_model(args.backend)
+    )
     try:
         engine = load_engine(model_path, args.backend)
     except (FileNotFoundError, ValueError) as e:

@@ -34,12 +34,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from models.augment import build_augment
 from models.charset import Charset
-from models.checkpoint import clean_state_dict, load_model, read_checkpoint, save_checkpoint
+from models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from models.codec import encode_batch, greedy_decode
 from models.dataset import CaptchaDataset, Sample, collate, read_folder
 from models.export import export_onnx
@@ -199,7 +199,9 @@ def load_splits(cfg: Config, charset: Charset | None, rank: int):
         train_samples = train_samples[: cfg.limit_train]
     if not train_samples:
         raise SystemExit(f"no usable training samples in {cfg.train_root}: run `make data` or check labels.txt")
-    log(rank, f"train {len(train_samples)} | selection {len(select_samples)} ({select_root}) | test {len(test_samples)}")
+    log(
+        rank, f"train {len(train_samples)} | selection {len(select_samples)} ({select_root}) | test {len(test_samples)}"
+    )
     return train_samples, select_samples, test_samples, charset
 
 
@@ -335,7 +337,9 @@ def train(cfg: Config) -> dict:
         if device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             bare = model
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None else None)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.index is not None else None
+        )
     train_model = torch.compile(model) if cfg.compile else model
 
     # ---- optimisation: AdamW (no decay on norms/biases), warm-up then cosine, per step
@@ -346,7 +350,9 @@ def train(cfg: Config) -> dict:
     )
     augment = build_augment() if cfg.aug else None
     train_set = CaptchaDataset(train_samples, spec, augment)
-    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
+    sampler = (
+        DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
+    )
     generator = torch.Generator()
     loader = DataLoader(
         train_set, batch_size=cfg.batch, shuffle=sampler is None, sampler=sampler, drop_last=len(train_set) > cfg.batch,
@@ -438,7 +444,10 @@ def train(cfg: Config) -> dict:
             loss_n += 1
             bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if cfg.dry_run:
-                log(rank, f"dry run: one batch of {images.shape[0]}, loss {loss.item():.3f}, logits {tuple(logits.shape)}")
+                log(
+                    rank,
+                    f"dry run: one batch of {images.shape[0]}, loss {loss.item():.3f}, logits {tuple(logits.shape)}",
+                )
                 return {"loss": loss.item()}
         elapsed = time.time() - started
         row = {"epoch": epoch, "lr": f"{scheduler.get_last_lr()[0]:.3e}", "skipped": skipped, "seconds": f"{elapsed:.1f}",

@@ -73,7 +73,9 @@ def read_meta(root: Path) -> dict[str, dict[str, str]]:
     return {row.filename: {"label": row.label, **row.extra} for row in read_labels(path).rows}
 
 
-def read_folder(root: str | Path, charset: Charset | None = None, source: str = "") -> tuple[list[Sample], FolderReport]:
+def read_folder(
+    root: str | Path, charset: Charset | None = None, source: str = ""
+) -> tuple[list[Sample], FolderReport]:
     """Samples of a labelled folder; with ``charset``, labels it cannot encode are skipped and counted."""
     root = Path(root)
     label_file = label_file_of(root)

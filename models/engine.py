@@ -116,6 +116,30 @@ class TorchEngine(Engine):
             return self.model(self._torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
 
+DEFAULT_ARCH = "vanilla_crnn"
+
+
+def discover_models(checkpoints: str | Path, backend: str = "onnx") -> dict[str, Path]:
+    """Model folders under ``checkpoints/`` that hold a file for ``backend``: ``{name: folder}``, sorted by name."""
+    wanted = "model.onnx" if backend == "onnx" else "best.pt"
+    root = Path(checkpoints)
+    if not root.is_dir():
+        return {}
+    return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and (d / wanted).is_file()}
+
+
+def default_model_name(checkpoints: str | Path, backend: str = "onnx") -> str | None:
+    """The default model: the name in ``checkpoints/default`` if that model exists, else ``vanilla_crnn``, else
+    the first model found; ``None`` when there is none."""
+    found = discover_models(checkpoints, backend)
+    marker = Path(checkpoints) / "default"
+    preferred = [marker.read_text(encoding="utf-8").strip()] if marker.is_file() else []
+    for name in [*preferred, DEFAULT_ARCH, *found]:
+        if name in found:
+            return name
+    return None
+
+
 def resolve_model_file(path: str | Path, backend: str) -> Path:
     """A model file, or a folder like ``checkpoints/<arch>/`` holding ``model.onnx`` and ``best.pt``."""
     path = Path(path)

@@ -146,3 +146,20 @@ def test_meta_json_roundtrip():
     assert ModelMeta.from_dict(json.loads(meta.to_json())) == meta
     with pytest.raises(ValueError, match="lacks"):
         ModelMeta.from_dict({"arch": "x"})
+
+
+def test_discover_and_default_model(tmp_path, sharp_models):
+    import shutil
+
+    from models.engine import default_model_name, discover_models
+
+    assert discover_models(tmp_path / "none") == {} and default_model_name(tmp_path) is None
+    for arch in ("svtr_tiny", "crnn_resnet34"):
+        shutil.copytree(sharp_models[arch], tmp_path / arch)
+    (tmp_path / "empty").mkdir()
+    assert list(discover_models(tmp_path)) == ["crnn_resnet34", "svtr_tiny"]
+    assert default_model_name(tmp_path) == "crnn_resnet34"  # no marker, no vanilla_crnn: first found
+    (tmp_path / "default").write_text("svtr_tiny\n")
+    assert default_model_name(tmp_path) == "svtr_tiny"
+    (tmp_path / "default").write_text("missing_model")
+    assert default_model_name(tmp_path) == "crnn_resnet34"

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from fixtures import make_dataset
 
 from conftest import REALDEV, ROOT
-from fixtures import make_dataset
 from models.arith import solve
 
 

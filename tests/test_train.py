@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures import make_dataset
 
 from conftest import ROOT
-from fixtures import make_dataset
 from models.checkpoint import load_model, read_checkpoint
 from models.engine import load_engine
 

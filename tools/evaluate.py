@@ -25,7 +25,9 @@ from models.preprocess import ImageError, preprocess  # noqa: E402
 from models.report import Scored, confusions, format_table, group_table  # noqa: E402
 
 
-def score_folder(engine: Engine, folder: Path, batch: int = 64, exclude_flag: str = "") -> tuple[list[Scored], list[str]]:
+def score_folder(
+    engine: Engine, folder: Path, batch: int = 64, exclude_flag: str = ""
+) -> tuple[list[Scored], list[str]]:
     """Predict every labelled image of ``folder``; unreadable images are returned as error lines."""
     samples, report = read_folder(folder, source=folder.name)
     errors = report.bad_lines + [f"missing: {m}" for m in report.missing_files]
