@@ -33,6 +33,11 @@ GIF_FUSION = "min"  # chosen by measurement on real EasyCaptcha GIFs, see docs/b
 ImageSource = bytes | bytearray | str | Path | Image.Image
 
 
+# Pillow warns above ~89 Mpx; load_image refuses far smaller images itself (MAX_PIXELS) before decoding, so the
+# warning would only be noise. Set once at import, not per call: warnings.catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 class ImageError(ValueError):
     """The input cannot be turned into a network input; the message says why."""
 
@@ -64,10 +69,8 @@ def _open(source: ImageSource) -> Image.Image:
         if not fp.is_file():
             raise ImageError(f"no such file: {fp}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(fp)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        image = Image.open(fp)  # lazy: reads the header only; sizes are checked before any decoding
+    except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}") from e
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
         raise ImageError(f"not a readable image ({type(e).__name__})") from e

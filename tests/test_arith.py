@@ -27,7 +27,9 @@ def test_known_expressions(text, answer):
     assert solve(text) == answer
 
 
-@pytest.mark.parametrize("text", ["", None, "abcd", "3+", "+3", "3++4", "3", "7/2=?", "5/0=?", "3+4=?5", "3=4", "x3", "3x4", "2X5X7"])
+@pytest.mark.parametrize(
+    "text", ["", None, "abcd", "3+", "+3", "3++4", "3", "7/2=?", "5/0=?", "3+4=?5", "3=4", "x3", "3x4", "2X5X7"]
+)
 def test_not_an_expression(text):
     assert solve(text) is None
 
