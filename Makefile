@@ -26,7 +26,7 @@ SEED        ?= 123
 REALDEV     ?= ../shared/realdev
 TRAIN_ARGS  ?=
 
-.PHONY: help setup setup-serve setup-train setup-dev test test-fast lint format ready train eval data data-small java bench clean
+.PHONY: help system-deps setup setup-serve setup-train setup-dev test test-fast lint format ready train eval data data-small java bench clean
 
 help: ## Print every public target with one line of help
 	@echo "captcha-ocr: make <target>   (VENV=$(VENV))"
@@ -54,6 +54,9 @@ setup-train: $(VENV)/.stamp-train ## Install the training tier
 setup-dev: $(VENV)/.stamp-dev     ## Install the development tier
 setup: setup-dev java             ## Create the venv and install everything (idempotent, fast when nothing changed)
 
+system-deps: ## Install missing system packages: JDK, Latin/CJK fonts, Chromium (apt-get; hints elsewhere)
+	@bash tools/system_deps.sh $(PY)
+
 # ---- Java runners (JDK only; ':' is the classpath separator on Linux and macOS) ----
 JAVA_SRC := $(wildcard tools/java_captcha/*.java)
 $(JAVA_BUILD)/.stamp: $(JAVA_SRC)
@@ -67,7 +70,7 @@ $(JAVA_BUILD)/.stamp: $(JAVA_SRC)
 java: $(JAVA_BUILD)/.stamp ## Compile the Java captcha runners in tools/java_captcha
 
 # ---- quality ----
-test: setup ## Set up, then run the whole test suite (browser tests included)
+test: system-deps setup ## Set up, then run the whole test suite (browser tests included)
 	$(PY) -m pytest -q
 
 test-fast: setup ## Run the tests that are not marked slow
@@ -83,7 +86,7 @@ format: setup-dev ## Apply ruff format and safe fixes
 
 # ---- the three ways to use the project ----
 ready: setup-serve ## Start the FastAPI service (:8000) and the Flask demo (:8001) with the shipped models
-	@echo "make ready: the servers come with the Ready-to-Run issue; not built yet."; exit 1
+	$(PY) tools/run_ready.py --host $(or $(HOST),127.0.0.1) --api-port $(or $(API_PORT),8000) --port $(or $(PORT),8001)
 
 train: setup-train ## Train the three recognizers on dataset/train (TRAIN_ARGS="--epochs 5 ..." to change)
 	$(PY) train.py --arch all --train-root dataset/train --val-root dataset/test $(TRAIN_ARGS)
@@ -99,11 +102,16 @@ eval: setup-train ## Evaluate every model in checkpoints/ on dataset/test and ..
 	    --exclude-flag edge_clip $(REALDEV)/ctext; \
 	done; [ $$found = 1 ] || { echo "no checkpoints/<arch>/model.onnx yet: run make train"; exit 1; }
 
-data: setup-train java ## Generate and merge the full training and test sets into dataset/
-	@echo "make data: the generators come with the Build-from-Scratch issue; not built yet."; exit 1
+FONT_DIR_CMD = $(PY) -c "import easy_captcha, os; print(os.path.join(os.path.dirname(easy_captcha.__file__), 'fonts'))"
+DATA_OUT ?= dataset
 
-data-small: setup-train java ## Generate a few thousand images for quick runs
-	@echo "make data-small: the generators come with the Build-from-Scratch issue; not built yet."; exit 1
+data: setup-train java ## Generate and merge the full training and test sets into dataset/ (the tutorial's recipe)
+	$(PY) tools/make_data.py --out $(DATA_OUT) --threads $(THREADS) --seed $(SEED) --font-dir "$$($(FONT_DIR_CMD))" \
+	  --easy-train $(EASY_TRAIN) --ctext-train $(CTEXT_TRAIN) --ruoyi-train $(RUOYI_TRAIN) \
+	  --easy-test $(EASY_TEST) --ctext-test $(CTEXT_TEST) --ruoyi-test $(RUOYI_TEST)
+
+data-small: ## Generate a few thousand images for quick runs (same recipe, 1/100 of the counts)
+	$(MAKE) data EASY_TRAIN=2000 CTEXT_TRAIN=1620 RUOYI_TRAIN=1000 EASY_TEST=200 CTEXT_TEST=162 RUOYI_TEST=100
 
 bench: setup-dev ## Measure every stage and write docs/benchmarks.md
 	@echo "make bench: the benchmarks come with the Benchmarks issue; not built yet."; exit 1

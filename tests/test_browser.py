@@ -1,0 +1,235 @@
+"""End to end in headless Chromium: uvicorn (API) and gunicorn (page + proxy) started for real on loopback.
+
+Uploads three real captchas (a GIF and two arithmetic ones), checks the text and answer cells, switches model,
+reloads and finds the history, clears it, and checks that a file name holding HTML stays text. Saves a
+screenshot of the page with results to assets/page_demo.png.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, realdev_rows
+from models.arith import solve
+from models.engine import discover_models
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# Debian's chromium (Playwright's own download does not work everywhere); CHROMIUM_PATH overrides; when none is
+# found, Playwright's bundled browser (`python -m playwright install chromium`, e.g. on macOS) is tried.
+CHROMIUM = next(
+    (Path(p) for p in (os.environ.get("CHROMIUM_PATH"), shutil.which("chromium"), shutil.which("chromium-browser"),
+                       "/usr/bin/chromium") if p and Path(p).is_file()),
+    None,
+)  # fmt: skip
+TRAINED = ROOT / "checkpoints"
+SCREENSHOT = ROOT / "assets" / "page_demo.png"
+XSS_NAME = "<img src=x onerror=window.__xss=1>.png"  # no quotes: browsers escape them in uploads
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def servers(sharp_models, tmp_path_factory):
+    """(page URL, trained?) with both servers running; stopped at the end."""
+    if discover_models(TRAINED):
+        checkpoints, trained = TRAINED, True
+    else:
+        checkpoints, trained = tmp_path_factory.mktemp("checkpoints"), False
+        for arch in ("vanilla_crnn", "svtr_tiny"):
+            (checkpoints / arch).mkdir()
+            shutil.copy(sharp_models[arch] / "model.onnx", checkpoints / arch / "model.onnx")
+    api_port, page_port = free_port(), free_port()
+    env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "API_UPSTREAM": f"http://127.0.0.1:{api_port}"}
+    logs = tmp_path_factory.mktemp("logs")
+    api_cmd = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", "127.0.0.1", "--port", str(api_port)]
+    page_cmd = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{page_port}",
+                "server_flask:create_app()"]  # fmt: skip
+    with open(logs / "api.log", "w") as api_log, open(logs / "page.log", "w") as page_log:
+        procs = [
+            subprocess.Popen(api_cmd, cwd=ROOT, env=env, stdout=api_log, stderr=subprocess.STDOUT),
+            subprocess.Popen(page_cmd, cwd=ROOT, env=env, stdout=page_log, stderr=subprocess.STDOUT),
+        ]
+        try:
+            wait_for(f"http://127.0.0.1:{api_port}/health", procs[0])
+            wait_for(f"http://127.0.0.1:{page_port}/healthz", procs[1])
+            yield f"http://127.0.0.1:{page_port}/", trained
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM) if CHROMIUM else None, args=["--no-sandbox"])
+        except Exception as e:  # no browser at all
+            if os.environ.get("CI"):
+                raise  # CI installs chromium (make test -> tools/system_deps.sh): a missing browser is a failure
+            pytest.skip(
+                f"no Chromium ({e.__class__.__name__}): apt-get install chromium, or playwright install chromium"
+            )
+        yield browser
+        browser.close()
+
+
+def first(family: str, type_prefix: str = ""):
+    for path, row in realdev_rows(family):
+        if row.extra.get("type", "").startswith(type_prefix):
+            return path, row
+    pytest.skip(f"no {type_prefix!r} image in {family}")
+
+
+def result_cells(page) -> list[tuple[str, str, str]]:
+    cards = page.locator("#results .result")
+    return [
+        (cards.nth(i).locator(".filename").text_content(), cards.nth(i).locator(".text").text_content(),
+         cards.nth(i).locator(".answer").text_content())
+        for i in range(cards.count())
+    ]  # fmt: skip
+
+
+def test_page_end_to_end(servers, browser):
+    url, trained = servers
+    samples = [first("ruoyi"), first("easy_gif"), first("easy", "arith")]
+    # bypass_csp: the XSS check below must hold by textContent alone, not because the policy blocks inline code
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, locale="en-US", bypass_csp=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("#health").get_attribute("data-kind") == "ok"
+
+    # keyboard: the drop zone is focusable and Enter or Space opens the file picker (counted, dialog suppressed)
+    page.evaluate(
+        """() => document.getElementById('file').addEventListener('click', (e) => {
+             window.__picker = (window.__picker || 0) + 1; e.preventDefault(); })"""
+    )
+    page.focus("#drop")
+    page.keyboard.press("Enter")
+    page.keyboard.press(" ")
+    assert page.evaluate("window.__picker") == 2
+    page.set_input_files("#file", [str(path) for path, _ in samples])
+    page.wait_for_selector("#pending li >> nth=2")
+    assert "GIF" in page.locator("#pending li").nth(1).text_content()  # GIF preview with its frame count
+    page.click("#submit")
+    page.wait_for_selector("#results .result >> nth=2")
+    cells = result_cells(page)
+    assert [c[0] for c in cells] == [path.name for path, _ in samples]
+    for (_, text, answer), (path, row) in zip(cells, samples, strict=True):
+        expected = solve(text)
+        assert answer == ("—" if expected is None else str(expected)), (path.name, text, answer)
+        if trained and row.extra.get("answer"):
+            assert answer == row.extra["answer"], (path.name, text, row.label)
+    default_model = page.locator("#model").input_value()
+    assert all(page.locator("#results .model-name").nth(i).text_content() == default_model for i in range(3))
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # switch model, and a file name holding HTML stays text
+    other = next(o for o in page.locator("#model option").all_inner_texts() if not o.startswith(default_model))
+    other = other.split(" ")[0]
+    page.select_option("#model", other)
+    page.set_input_files(
+        "#file", files=[{"name": XSS_NAME, "mimeType": "image/png", "buffer": samples[0][0].read_bytes()}]
+    )
+    page.wait_for_selector("#pending li")
+    page.click("#submit")
+    page.wait_for_function("document.querySelectorAll('#results .result').length === 1")
+    assert page.locator("#results .filename").text_content() == XSS_NAME
+    assert page.locator("#results .model-name").text_content() == other
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("img[src='x']").count() == 0
+
+    # reload: the model choice and the history (newest first) are still there
+    page.reload()
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("#model").input_value() == other
+    rows = page.locator("#history tbody tr")
+    assert rows.count() == 4
+    assert rows.nth(0).locator(".filename").text_content() == XSS_NAME
+    assert rows.nth(1).locator(".filename").text_content() == samples[0][0].name
+    thumbs = page.locator("#history .history-thumb")
+    assert all(thumbs.nth(i).get_attribute("src").startswith("data:image/jpeg") for i in range(thumbs.count()))
+
+    # the language switch relabels the page and is remembered
+    title_before = page.locator("h1").text_content()
+    page.click("#lang")
+    assert page.locator("h1").text_content() != title_before
+    page.reload()
+    page.wait_for_selector("#model option", state="attached")
+    assert page.locator("html").get_attribute("lang") == "zh-CN"
+
+    # clear the history; it stays cleared after a reload
+    page.click("#clear-history")
+    assert rows.count() == 0
+    page.reload()
+    page.wait_for_selector("#history-note")
+    assert page.locator("#history tbody tr").count() == 0
+    assert errors == []
+
+
+def test_page_reports_a_full_storage_and_keeps_working(servers, browser):
+    url, _ = servers
+    path, _ = first("ruoyi")
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    # Make every write of a long history fail as a full quota would, then check the page drops old entries.
+    page.evaluate(
+        """() => {
+        const old = Array.from({length: 150}, (_, i) => ({ts: i, filename: 'old' + i, text: 'x', thumb: ''}));
+        localStorage.setItem('captcha_history_v1', JSON.stringify(old));
+        const setItem = Storage.prototype.setItem;
+        Storage.prototype.setItem = function (key, value) {
+          if (key === 'captcha_history_v1' && value.length > 8000) {
+            throw new DOMException('full', 'QuotaExceededError');
+          }
+          return setItem.call(this, key, value);
+        };
+      }"""
+    )
+    page.set_input_files("#file", [str(path)])
+    page.wait_for_selector("#pending li")
+    page.click("#submit")
+    page.wait_for_selector("#results .result")
+    note = page.locator("#history-note")
+    assert note.get_attribute("data-kind") == "warn"
+    assert page.locator("#history tbody tr").first.locator(".filename").text_content() == path.name
+    assert 0 < page.locator("#history tbody tr").count() < 151
