@@ -442,7 +442,7 @@ def train(cfg: Config) -> dict:
             seen += images.shape[0]
             loss_sum += loss.item()
             loss_n += 1
-            bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
             if cfg.dry_run:
                 log(
                     rank,

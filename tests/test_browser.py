@@ -21,7 +21,6 @@ import pytest
 
 from conftest import ROOT, realdev_rows
 from models.arith import solve
-from models.engine import discover_models
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,7 +31,6 @@ CHROMIUM = next(
                        "/usr/bin/chromium") if p and Path(p).is_file()),
     None,
 )  # fmt: skip
-TRAINED = ROOT / "checkpoints"
 SCREENSHOT = ROOT / "assets" / "page_demo.png"
 XSS_NAME = "<img src=x onerror=window.__xss=1>.png"  # no quotes: browsers escape them in uploads
 
@@ -59,15 +57,9 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(sharp_models, tmp_path_factory):
-    """(page URL, trained?) with both servers running; stopped at the end."""
-    if discover_models(TRAINED):
-        checkpoints, trained = TRAINED, True
-    else:
-        checkpoints, trained = tmp_path_factory.mktemp("checkpoints"), False
-        for arch in ("vanilla_crnn", "svtr_tiny"):
-            (checkpoints / arch).mkdir()
-            shutil.copy(sharp_models[arch] / "model.onnx", checkpoints / arch / "model.onnx")
+def servers(serving_checkpoints, tmp_path_factory):
+    """(page URL, default model trained?) with both servers running; stopped at the end."""
+    checkpoints, trained = serving_checkpoints
     api_port, page_port = free_port(), free_port()
     env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "API_UPSTREAM": f"http://127.0.0.1:{api_port}"}
     logs = tmp_path_factory.mktemp("logs")

@@ -18,8 +18,6 @@ from models.arith import solve
 from models.engine import discover_models, load_engine
 from server_fastapi import Settings, create_app
 
-TRAINED = ROOT / "checkpoints"  # real models, when another issue has trained them
-
 
 def sample(family: str, type_prefix: str = "") -> tuple[str, bytes, object]:
     """(filename, bytes, label row) of the first realdev image of ``family`` whose type starts with the prefix."""
@@ -30,15 +28,9 @@ def sample(family: str, type_prefix: str = "") -> tuple[str, bytes, object]:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(sharp_models, tmp_path_factory):
-    """(folder, trained): the trained models if there are any, else copies of two sharp random models."""
-    if discover_models(TRAINED):
-        return TRAINED, True
-    root = tmp_path_factory.mktemp("checkpoints")
-    for arch in ("vanilla_crnn", "svtr_tiny"):
-        (root / arch).mkdir()
-        shutil.copy(sharp_models[arch] / "model.onnx", root / arch / "model.onnx")
-    return root, False
+def checkpoints(serving_checkpoints):
+    """(folder, default model trained?): shipped models plus decisive random ones (see conftest)."""
+    return serving_checkpoints
 
 
 @pytest.fixture(scope="module")

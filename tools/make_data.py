@@ -28,7 +28,7 @@ SIZES = "160x60:40,180x64:20,200x64:15,256x64:10,120x40:10,96x32:5"
 LENGTHS = "4:50,5:25,6:25"
 # family -> (runner class, arguments after "<command>" that select the recipe; {out} and {n} are filled in)
 RECIPES = {
-    "easy": ("EasyCaptchaRunner", ["fromjson", str(JAVA_SRC / "config.json"), "{out}", "{n}"]),
+    "easy": ("EasyCaptchaRunner", ["fromjson", "{easy_config}", "{out}", "{n}"]),
     "ctext": ("KaptchaTextRunner", ["smart", "{out}", "{n}", "--sizes", SIZES, "--len", LENGTHS]),
     "ruoyi": ("RuoyiRunner", ["smart", "{out}", "{n}", "--sizes", SIZES]),
 }
@@ -65,7 +65,7 @@ def finished(out: Path, count: int) -> bool:
 def run_runner(family: str, out: Path, count: int, args: argparse.Namespace, seed: int) -> None:
     runner, recipe = RECIPES[family]
     command = ["java", "-cp", str(args.java_build), runner]
-    command += [part.format(out=out, n=count) for part in recipe]
+    command += [part.format(out=out, n=count, easy_config=args.easy_config) for part in recipe]
     command += ["--threads", str(args.threads), "--seed", str(seed)]
     if args.font_dir:
         command += ["--font-dir", str(args.font_dir)]
@@ -84,6 +84,8 @@ def main() -> None:
     parser.add_argument("--font-dir", type=Path, default=None, help="EasyCaptcha builtin TTFs (easy-captcha-python)")
     parser.add_argument("--java-build", type=Path, default=ROOT / "build" / "java", help="compiled runners")
     parser.add_argument("--no-merge", action="store_true", help="only run the generators")
+    parser.add_argument("--easy-config", type=Path, default=JAVA_SRC / "config.json", help="EasyCaptcha type/size mix")
+    parser.add_argument("--val-fraction", type=float, default=0.0, help="carve a validation split out of train")
     args = parser.parse_args()
 
     if args.font_dir is not None and not (args.font_dir / "actionj.ttf").exists():
@@ -114,7 +116,7 @@ def main() -> None:
         merge += ["--train-src", family, str(path)]
     for family, path in sources["test"]:
         merge += ["--test-src", family, str(path)]
-    merge += ["--copy-mode", "move", "--dedupe", "--seed", str(args.seed)]
+    merge += ["--copy-mode", "move", "--dedupe", "--seed", str(args.seed), "--val-fraction", str(args.val_fraction)]
     print("+", " ".join(merge), flush=True)
     subprocess.run(merge, check=True)
 
