@@ -236,6 +236,11 @@ def recognize(engine: Engine, items: list[tuple[str, bytes | ApiError]], allowed
         except ImageError as e:
             results.append({"filename": filename, "error": _classify(e), "detail": str(e), "status": 400})
             continue
+        except Exception as e:  # a decoder bug on hostile bytes costs this file, not the whole request (a 500)
+            log.exception("unexpected error decoding %r", filename)
+            detail = f"the decoder failed ({type(e).__name__})"
+            results.append({"filename": filename, "error": "corrupt image data", "detail": detail, "status": 400})
+            continue
         slots.append(len(results))
         decode_ms.append((time.perf_counter() - start) * 1000)
         results.append({"filename": filename, "arch": engine.arch, "width": image.width, "height": image.height})

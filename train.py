@@ -161,9 +161,11 @@ def worker_init(worker_id: int) -> None:
 def load_splits(cfg: Config, charset: Charset | None, rank: int):
     """Training, selection and test samples; the charset is built from train + selection labels when absent."""
     train_samples, train_report = read_folder(cfg.train_root, source="")
+    reports = [train_report]
     select_root = Path(cfg.select_root) if cfg.select_root else Path(cfg.train_root).parent / "val"
     if select_root.is_dir() and select_root.resolve() != Path(cfg.val_root).resolve():
-        select_samples, _ = read_folder(select_root)
+        select_samples, select_report = read_folder(select_root)
+        reports.append(select_report)  # its missing files and bad lines are reported too, not dropped silently
     else:  # deterministic held-out slice of train
         order = np.random.default_rng(cfg.seed).permutation(len(train_samples))
         n_select = max(1, int(len(train_samples) * cfg.val_fraction))
@@ -177,7 +179,7 @@ def load_splits(cfg: Config, charset: Charset | None, rank: int):
             charset = Charset.load(shared)
         else:
             charset = Charset.from_labels(s.label for s in train_samples + select_samples)
-    for report in (train_report,):
+    for report in reports:
         for line in report.lines():
             log(rank, line)
 
@@ -402,12 +404,13 @@ def train(cfg: Config) -> dict:
             writer.writerows(kept)
 
     # ---- the loop
+    bad_steps = 0  # non-finite losses in a row, across epoch ends: an epoch of fewer than 5 batches must not hide them
     for epoch in range(start_epoch, cfg.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
         generator.manual_seed(cfg.seed * 1000 + epoch)  # the epoch's shuffle and augmentation, same after resume
         train_model.train()
-        started, seen, loss_sum, loss_n, skipped, bad_steps = time.time(), 0, 0.0, 0, 0, 0
+        started, seen, loss_sum, loss_n, skipped = time.time(), 0, 0.0, 0, 0
         bar = tqdm(loader, desc=f"[{cfg.arch}] epoch {epoch}/{cfg.epochs}", disable=rank != 0, dynamic_ncols=True,
                    mininterval=0.5 if sys.stderr.isatty() else 30)  # fmt: skip
         for batch in bar:
@@ -449,17 +452,20 @@ def train(cfg: Config) -> dict:
                     f"dry run: one batch of {images.shape[0]}, loss {loss.item():.3f}, logits {tuple(logits.shape)}",
                 )
                 return {"loss": loss.item()}
+        if loss_n == 0:  # not one batch trained: saving or exporting this model would pass off an untrained one
+            raise SystemExit(f"epoch {epoch}: no batch had a finite loss ({skipped} unreadable images); nothing saved")
         elapsed = time.time() - started
         row = {"epoch": epoch, "lr": f"{scheduler.get_last_lr()[0]:.3e}", "skipped": skipped, "seconds": f"{elapsed:.1f}",
                "train_loss": f"{loss_sum / max(1, loss_n):.4f}", "images_per_s": f"{seen * world / max(elapsed, 1e-9):.1f}"}  # fmt: skip
 
         if rank == 0:
-            rows, _ = evaluate(bare, select_samples, spec, charset, cfg, device, "selection")
+            rows, unreadable = evaluate(bare, select_samples, spec, charset, cfg, device, "selection")
             select = group_table(rows)[0]
             row.update(select_em=f"{select['em']:.4f}", select_em_nocase=f"{select['em_nocase']:.4f}",
                        select_cer=f"{select['cer']:.4f}")  # fmt: skip
             log(rank, f"[{cfg.arch}] epoch {epoch}: loss {row['train_loss']}, {row['images_per_s']} img/s, "
-                      f"selection EM {select['em']:.2%} (no case {select['em_nocase']:.2%}) CER {select['cer']:.2%}")  # fmt: skip
+                      f"selection EM {select['em']:.2%} (no case {select['em_nocase']:.2%}) CER {select['cer']:.2%}"
+                      f"{f', {unreadable} unreadable images skipped' if unreadable else ''}")  # fmt: skip
             if test_samples and (epoch % cfg.val_every == 0 or epoch == cfg.epochs):
                 rows, unreadable = evaluate(bare, test_samples, spec, charset, cfg, device, "test")
                 table = group_table(rows)
@@ -473,7 +479,9 @@ def train(cfg: Config) -> dict:
             improved = (select["em"], -select["cer"]) > (best["em"], -best["cer"])
             if improved:
                 best = {"em": select["em"], "cer": select["cer"], "epoch": epoch}
-            meta.metrics = {"selection": select, "epoch": epoch, **({"test": test} if "test_em" in row else {})}
+            meta.metrics = {"selection": select, "epoch": epoch, "parameters": params}
+            if "test_em" in row:
+                meta.metrics["test"] = test
             state = {
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "best": best, "config": asdict(cfg), "rng": rng_state(),
@@ -496,10 +504,29 @@ def train(cfg: Config) -> dict:
     return best
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    text = str(error)
+    return isinstance(error, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
 def main() -> None:
     configs = parse_args()
     for cfg in configs:
-        train(cfg)
+        try:
+            train(cfg)
+        except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if not is_out_of_memory(e):
+                raise
+            # Stop with what to do instead of a traceback; every finished epoch is already in last.pt.
+            last = Path(cfg.out) / cfg.arch / "last.pt"
+            resume = f"; the last finished epoch is in {last}: continue with --resume" if last.is_file() else ""
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise SystemExit(
+                f"[{cfg.arch}] out of memory ({reason}): lower --batch (now {cfg.batch}) or --imgW{resume}"
+            ) from e
     if dist.is_initialized():
         dist.destroy_process_group()
 

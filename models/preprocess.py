@@ -29,6 +29,9 @@ PREPROCESS_VERSION = 1  # bump when anything below changes what the network sees
 MAX_FRAMES = 64  # EasyCaptcha GIFs have one frame per character; more is not a captcha
 MAX_PIXELS = 4096 * 4096  # per frame; larger declared sizes are refused before decoding
 GIF_FUSION = "min"  # chosen by measurement on real EasyCaptcha GIFs, see docs/benchmarks.md
+# Only these decoders ever see input. Pillow would otherwise also open EPS/PostScript (rendered by running
+# Ghostscript on the file where it is installed), PDF, PSD, ICNS and a dozen more formats no captcha uses.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 
 ImageSource = bytes | bytearray | str | Path | Image.Image
 
@@ -69,7 +72,7 @@ def _open(source: ImageSource) -> Image.Image:
         if not fp.is_file():
             raise ImageError(f"no such file: {fp}")
     try:
-        image = Image.open(fp)  # lazy: reads the header only; sizes are checked before any decoding
+        image = Image.open(fp, formats=IMAGE_FORMATS)  # lazy: reads the header only; sizes are checked before decoding
     except Image.DecompressionBombError as e:
         raise ImageError(f"image too large: {e}") from e
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
@@ -123,7 +126,10 @@ def load_image(
         raise ImageError(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
-    n_frames = getattr(image, "n_frames", 1)
+    try:
+        n_frames = getattr(image, "n_frames", 1)  # counting walks every frame header: a corrupt one raises here
+    except Exception as e:  # e.g. IndexError from Pillow's GIF reader on a cut extension block
+        raise ImageError(f"corrupt image data ({type(e).__name__}: {e})") from e
     if n_frames > max_frames:
         raise ImageError(f"too many frames: {n_frames} > {max_frames}")
     try:
