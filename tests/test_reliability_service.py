@@ -204,7 +204,11 @@ HOSTILE = {
 }
 HOSTILE_SECONDS = 3.0  # each answer, on a loaded 2-core machine; a 4096x4096 decode is the slowest (~0.5 s idle)
 HOSTILE_GROWTH_MB = 200  # resident memory after all of them, over the start (the 4096^2 decode needs ~70 MB)
-REPEAT_GROWTH_MB = 25  # a second round of the same files: a leak would add about as much again
+REPEAT_GROWTH_MB = 25  # a third round of the same files: a leak would add about as much again
+# Why the third round: each of the server's inference threads gets its own malloc arena, and which thread decodes
+# the 4096x4096 image varies, so the second round can still grow by one arena's worth (measured: 46 MB with the
+# shipped model). After two rounds both arenas hold their working set; growth in the third round is a leak.
+ROUNDS = 3
 
 
 def post_hostile(http: httpx.Client, name: str, data: bytes) -> tuple[httpx.Response, float]:
@@ -217,7 +221,7 @@ def test_hostile_images_get_a_defined_fast_answer_in_bounded_memory(api, http):
     payloads = {name: factory() for name, (factory, _, _) in HOSTILE.items()}
     before = api.memory() if HAS_PROC else None
     outcomes = {}
-    for round_ in range(2):
+    for round_ in range(ROUNDS):
         for name, (_, status, error) in HOSTILE.items():
             response, seconds = post_hostile(http, name, payloads[name])
             assert response.status_code == status, (name, response.text[:300])
@@ -231,15 +235,17 @@ def test_hostile_images_get_a_defined_fast_answer_in_bounded_memory(api, http):
             outcomes[name] = (response.status_code, body.get("error", "read"), round(seconds * 1000))
         if HAS_PROC and round_ == 0:
             after_first = api.memory()
+        if HAS_PROC and round_ == ROUNDS - 2:
+            before_last = api.memory()
     assert api.alive()
     for name, outcome in outcomes.items():
         print(f"{name}: {outcome}")  # the table in docs/reliability.md
     if HAS_PROC:
         after = api.memory()
-        print(f"RSS MB: start {before['VmRSS']:.0f}, after round 1 {after_first['VmRSS']:.0f}, after round 2 "
-              f"{after['VmRSS']:.0f}; peak {after['VmHWM']:.0f}")  # fmt: skip
+        print(f"RSS MB: start {before['VmRSS']:.0f}, after round 1 {after_first['VmRSS']:.0f}, before the last "
+              f"round {before_last['VmRSS']:.0f}, after it {after['VmRSS']:.0f}; peak {after['VmHWM']:.0f}")  # fmt: skip
         assert after["VmRSS"] - before["VmRSS"] < HOSTILE_GROWTH_MB
-        assert after["VmRSS"] - after_first["VmRSS"] < REPEAT_GROWTH_MB
+        assert after["VmRSS"] - before_last["VmRSS"] < REPEAT_GROWTH_MB
 
 
 def test_postscript_is_refused_before_any_decoder_runs():
