@@ -91,16 +91,15 @@ ready: setup-serve ## Start the FastAPI service (:8000) and the Flask demo (:800
 train: setup-train ## Train the three recognizers on dataset/train (TRAIN_ARGS="--epochs 5 ..." to change)
 	$(PY) train.py --arch all --train-root dataset/train --val-root dataset/test $(TRAIN_ARGS)
 
-eval: setup-train ## Evaluate every model in checkpoints/ on dataset/test and ../shared/realdev (when present)
-	@found=0; for dir in checkpoints/*/; do \
-	  [ -f "$$dir/model.onnx" ] || continue; found=1; arch=$$(basename $$dir); \
-	  folders=""; [ -d dataset/test ] && folders="dataset/test"; \
-	  for fam in easy easy_gif ctext ruoyi; do [ -d $(REALDEV)/$$fam ] && folders="$$folders $(REALDEV)/$$fam"; done; \
-	  [ -n "$$folders" ] || { echo "nothing to evaluate on: run make data (dataset/test) or provide $(REALDEV)"; exit 1; }; \
-	  $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$arch $$folders || exit 1; \
-	  [ -d $(REALDEV)/ctext ] && $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$arch-ctext-noclip \
-	    --exclude-flag edge_clip $(REALDEV)/ctext; \
-	done; [ $$found = 1 ] || { echo "no checkpoints/<arch>/model.onnx yet: run make train"; exit 1; }
+eval: setup-dev ## Evaluate every model in checkpoints/ (and ddddocr) on dataset/test and ../shared/realdev: target tables
+	@folders=""; [ -d dataset/test ] && folders="dataset/test"; \
+	for fam in easy easy_gif ctext ruoyi; do [ -d $(REALDEV)/$$fam ] && folders="$$folders $(REALDEV)/$$fam"; done; \
+	[ -n "$$folders" ] || { echo "nothing to evaluate on: run make data (dataset/test) or provide $(REALDEV)"; exit 1; }; \
+	found=0; for dir in checkpoints/*/; do \
+	  [ -f "$$dir/model.onnx" ] || continue; found=1; \
+	  $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$(basename $$dir) --targets $$folders || exit 1; \
+	done; [ $$found = 1 ] || { echo "no checkpoints/<name>/model.onnx yet: run make train"; exit 1; }; \
+	$(PY) bench/compare_realdev.py --realdev $(REALDEV) | tee reports/eval/compare.md
 
 FONT_DIR_CMD = $(PY) -c "import easy_captcha, os; print(os.path.join(os.path.dirname(easy_captcha.__file__), 'fonts'))"
 DATA_OUT ?= dataset
@@ -113,8 +112,10 @@ data: setup-train java ## Generate and merge the full training and test sets int
 data-small: ## Generate a few thousand images for quick runs (same recipe, 1/100 of the counts)
 	$(MAKE) data EASY_TRAIN=2000 CTEXT_TRAIN=1620 RUOYI_TRAIN=1000 EASY_TEST=200 CTEXT_TEST=162 RUOYI_TEST=100
 
-bench: setup-dev ## Measure every stage and write docs/benchmarks.md
-	@echo "make bench: the benchmarks come with the Benchmarks issue; not built yet."; exit 1
+BENCH_OUT ?= $(if $(QUICK),reports/bench/benchmarks.md,docs/benchmarks.md)
+
+bench: setup java ## Measure every stage into docs/benchmarks.md (~15 min); QUICK=1: smoke run into reports/bench/
+	$(PY) bench/run_all.py $(if $(QUICK),--quick) --out $(BENCH_OUT)
 
 clean: ## Remove build outputs and caches (keeps the venv, dataset and checkpoints)
 	rm -rf build .pytest_cache .ruff_cache .hypothesis

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.engine import BACKENDS, default_model_name, load_engine
+from models.engine import BACKENDS, default_model_name, discover_models, load_engine
 from models.preprocess import ImageError, preprocess
 from models.registry import ARCH_NAMES
 
@@ -51,7 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Read captcha images with a trained model.")
     parser.add_argument("paths", nargs="+", help="image files and/or folders")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--arch", choices=ARCH_NAMES, help="a shipped model: checkpoints/<arch>/")
+    which.add_argument("--arch", help="a model in checkpoints/ by name, e.g. " + ", ".join(ARCH_NAMES))
     which.add_argument("--model", help="a model file (.onnx or .pt) or a folder holding model.onnx / best.pt")
     parser.add_argument("--backend", choices=BACKENDS, default="onnx")
     parser.add_argument("--jsonl", action="store_true", help="one JSON object per image")
@@ -59,6 +59,10 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
 
+    if args.arch and not (CHECKPOINTS / args.arch).is_dir():
+        known = ", ".join(discover_models(CHECKPOINTS, args.backend)) or "none"
+        print(f"error: no model {args.arch!r} in {CHECKPOINTS} (known: {known})", file=sys.stderr)
+        return 2
     model_path = (
         Path(args.model) if args.model else CHECKPOINTS / args.arch if args.arch else default_model(args.backend)
     )
@@ -86,7 +90,7 @@ def main() -> int:
         for path, pred in zip(good, engine.predict_arrays(np.stack(arrays), args.allowed), strict=True):
             if args.jsonl:
                 record = {"file": str(path), "text": pred.text, "answer": pred.answer,
-                          "confidence": round(pred.confidence, 6), "arch": engine.arch}  # fmt: skip
+                          "confidence": round(pred.confidence, 6), "arch": engine.name}  # fmt: skip
                 print(json.dumps(record, ensure_ascii=False))
             else:
                 answer = "" if pred.answer is None else f" = {pred.answer}"

@@ -243,7 +243,7 @@ def recognize(engine: Engine, items: list[tuple[str, bytes | ApiError]], allowed
             continue
         slots.append(len(results))
         decode_ms.append((time.perf_counter() - start) * 1000)
-        results.append({"filename": filename, "arch": engine.arch, "width": image.width, "height": image.height})
+        results.append({"filename": filename, "arch": engine.name, "width": image.width, "height": image.height})
     if inputs:
         start = time.perf_counter()
         predictions = engine.predict_arrays(np.stack(inputs), allowed)
@@ -350,7 +350,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(400, "invalid allowed", f"at most {MAX_ALLOWED_CHARS} characters")
         if not engine.charset.ids_for(resolved):
             raise ApiError(400, "invalid allowed",
-                           f"none of these characters is known to model {engine.arch}; presets: "
+                           f"none of these characters is known to model {engine.name}; presets: "
                            f"{', '.join(CHARSET_PRESETS)}")  # fmt: skip
         return resolved
 
@@ -362,7 +362,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Validated against the response models, then dumped lean: an error entry has no null text fields.
         entries = [ImageResult(**r) for r in results]
         body = {
-            "arch": engine.arch,
+            "arch": engine.name,
             "count": len(entries),
             "results": [
                 e.model_dump(include={"filename", "error", "detail"}) if e.error else e.model_dump(exclude=ERROR_FIELDS)

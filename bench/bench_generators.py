@@ -1,6 +1,6 @@
 """Images per second of the Java runners, with 1 and 2 threads (median of 3 runs).
 
-    python bench/bench_generators.py [--count 3000] [--repeats 3] [--threads 1,2]
+    python bench/bench_generators.py [--count 3000] [--repeats 3] [--threads 1,2] [--json out.json]
 
 Each run is one ``smart`` command into a temporary folder (PNG encoding and file writes included). Two rates are
 printed: end to end (wall clock of the whole command, JVM start included) and in-run (the runner's own final
@@ -12,6 +12,7 @@ not depend on what else runs on the machine; the rates do.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -58,11 +59,13 @@ def main() -> None:
     parser.add_argument("--java-build", type=Path, default=ROOT / "build" / "java", help="compiled runners")
     parser.add_argument("--font-dir", type=Path, default=None, help="EasyCaptcha builtin TTFs")
     parser.add_argument("--tmp", type=Path, default=None, help="where the images go (default: the system temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if not (args.java_build / "EasyCaptchaRunner.class").exists():
         sys.exit(f"compiled runners not found in {args.java_build}: run `make java` first")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'case':10} {'threads':>7} {'end-to-end img/s':>17} {'in-run img/s':>13} {'CPU ms/img':>11}")
+    rows = []
     for name in args.cases.split(","):
         runner, extra = CASES[name]
         for threads in map(int, args.threads.split(",")):
@@ -71,6 +74,19 @@ def main() -> None:
             inner = statistics.median(r[1] for r in results)
             cpu = statistics.median(r[2] for r in results)
             print(f"{name:10} {threads:7d} {wall:17.0f} {inner:13.0f} {cpu:11.2f}", flush=True)
+            rows.append(
+                {
+                    "case": name,
+                    "threads": threads,
+                    "count": args.count,
+                    "end_to_end": [r[0] for r in results],
+                    "in_run": [r[1] for r in results],
+                    "cpu_ms": [r[2] for r in results],
+                }
+            )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "repeats": args.repeats}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/bench_merge.py                 # 10k and 100k images, 3 runs each
     python bench/bench_merge.py --sizes 2000 --repeats 1
+    python bench/bench_merge.py --sizes 10000 100000 --repeats 3 --json /tmp/merge.json
 
 The images (160x60 PNG, random text and noise lines drawn with Pillow) are made once and cached under
 /tmp/captcha_bench_merge/<N>/: three train sources (30% each) and one test source (10%). 1% of the train rows
@@ -13,6 +14,7 @@ The source files are in the page cache after generation, so this measures CPU an
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -118,8 +120,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="images per dataset")
     parser.add_argument("--repeats", type=int, default=3, help="timed merges per size")
     parser.add_argument("--workers", type=int, default=None, help="passed to --workers (default: the tool's)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    medians = {}
+    medians, rows = {}, []
     for n in args.sizes:
         started = time.perf_counter()
         root = make_dataset(n)
@@ -127,6 +130,7 @@ def main() -> None:
         runs = [time_merge(root, args.workers) for _ in range(args.repeats)]
         times, cpu = [wall for wall, _ in runs], [c for _, c in runs]
         medians[n] = statistics.median(times)
+        rows.append({"images": n, "seconds": times, "cpu_seconds": cpu, "load": os.getloadavg()[0]})
         spread = max(times) - min(times)
         print(
             f"n={n}: median {medians[n]:.2f} s, spread {spread:.2f} s (min {min(times):.2f}, max {max(times):.2f}), "
@@ -137,6 +141,9 @@ def main() -> None:
     for small, large in zip(sizes, sizes[1:], strict=False):
         ratio = medians[large] / medians[small]
         print(f"{small} -> {large} images ({large / small:.0f}x): time x{ratio:.1f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "repeats": args.repeats}, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

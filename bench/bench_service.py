@@ -2,6 +2,7 @@
 
     python bench/bench_service.py                                  # models in checkpoints/
     python bench/bench_service.py --checkpoints /tmp/ckpt --workers 1,2 --concurrency 1,8,16,32 --requests 200
+    python bench/bench_service.py --concurrency 1,8,32 --requests 30 --seconds 3 --json /tmp/service.json
 
 Starts ``uvicorn server_fastapi:app`` itself on a free 127.0.0.1 port (once per ``--workers`` value), sends
 single-image ``POST /predict`` requests from ``--concurrency`` asyncio tasks (httpx), stops each level after
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import statistics
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="time per level (upper bound)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per model")
     parser.add_argument("--image", type=Path, default=REALDEV / "ruoyi" / "00000005.png")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows and memory figures here")
     args = parser.parse_args()
 
     if not discover_models(args.checkpoints):
@@ -143,6 +146,15 @@ def main() -> None:
     image = (args.image.name, args.image.read_bytes())
     print(f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}, "
           f"image {args.image.name} ({len(image[1])} bytes), onnxruntime threads {args.threads}")  # fmt: skip
+    result = {
+        "image": args.image.name,
+        "image_bytes": len(image[1]),
+        "threads": args.threads,
+        "levels": [],
+        "memory": [],
+        "requests": args.requests,
+        "seconds": args.seconds,
+    }
     print("| workers | concurrency | requests | req/s | p50 ms | p99 ms | errors | load avg (1 min) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers in (int(w) for w in args.workers.split(",")):
@@ -151,14 +163,21 @@ def main() -> None:
             rss_before = tree_rss_mb(proc.pid)
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 r = asyncio.run(run_level(url, image, args.arch, concurrency, args.requests, args.seconds))
+                result["levels"].append(
+                    {"workers": workers, "concurrency": concurrency, **r, "load": os.getloadavg()[0]}
+                )
                 print(f"| {workers} | {concurrency} | {r['n']} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} "
                       f"| {r['errors']} | {os.getloadavg()[0]:.2f} |", flush=True)  # fmt: skip
             rss_after = tree_rss_mb(proc.pid)
+            result["memory"].append({"workers": workers, "before_mb": rss_before, "after_mb": rss_after})
             print(f"  server RSS ({workers} worker(s), whole process tree): "
                   f"{rss_before:.0f} MB before, {rss_after:.0f} MB after", flush=True)  # fmt: skip
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

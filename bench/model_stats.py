@@ -13,7 +13,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.common import time_calls  # noqa: E402
 from models.charset import Charset  # noqa: E402
 from models.checkpoint import save_checkpoint  # noqa: E402
 from models.engine import OnnxEngine  # noqa: E402
@@ -36,17 +36,6 @@ VARIANTS = {
     "crnn_resnet34": ("crnn_resnet34", {}),
     "svtr_tiny": ("svtr_tiny", {}),
 }
-
-
-def time_calls(fn, calls: int = 200, warmup: int = 20) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return times
 
 
 def main() -> None:
@@ -74,7 +63,9 @@ def main() -> None:
                 size_mib = onnx_path.stat().st_size / 2**20
                 engine = OnnxEngine(onnx_path, threads=args.threads)
                 x = np.random.default_rng(0).normal(size=(1, channels, img_h, img_w)).astype(np.float32)
-                ort_runs = [time_calls(lambda engine=engine, x=x: engine.logits(x)) for _ in range(args.repeats)]
+                ort_runs = [
+                    time_calls(lambda engine=engine, x=x: engine.logits(x), 200, 20) for _ in range(args.repeats)
+                ]
                 xt = torch.from_numpy(x)
                 with torch.inference_mode():
                     eager_runs = [

@@ -38,6 +38,7 @@ class Engine:
     def __init__(self, meta: ModelMeta, path: Path) -> None:
         meta.check_compatible()
         self.meta, self.path = meta, path
+        self.name = meta.arch  # the model's name: its checkpoints/ folder when opened from one (load_engine)
         self.charset = meta.charset_obj
         self.spec = meta.spec
 
@@ -155,4 +156,7 @@ def load_engine(path: str | Path, backend: str = "onnx", **kwargs) -> Engine:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     file = resolve_model_file(path, backend)
-    return OnnxEngine(file, **kwargs) if backend == "onnx" else TorchEngine(file, **kwargs)
+    engine = OnnxEngine(file, **kwargs) if backend == "onnx" else TorchEngine(file, **kwargs)
+    if Path(path).is_dir():  # e.g. checkpoints/vanilla_crnn_int8/: the folder names the model
+        engine.name = Path(path).name
+    return engine

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from models.arith import solve
@@ -82,3 +82,41 @@ def answer_of(label: str, recorded: str | None = None) -> int | None:
 
 
 __all__ = ["Scored", "group_table", "format_table", "confusions", "sample_lines", "answer_of", "levenshtein"]
+
+
+# The accuracy targets of the shipped default model (issue 6): (name, row filter, metric key, target).
+# Sources are folder names: realdev's easy / easy_gif / ctext / ruoyi, and "test" for our own test split.
+TARGETS: list[tuple[str, Callable[[Scored], bool], str, float]] = [
+    ("easy: spec* types", lambda r: r.source == "easy" and r.type.startswith("spec"), "em_nocase", 0.97),
+    ("easy: cn", lambda r: r.source == "easy" and r.type == "cn", "em", 0.97),
+    ("easy: arith", lambda r: r.source == "easy" and r.type == "arith", "answer_acc", 0.98),
+    ("easy_gif", lambda r: r.source == "easy_gif", "em_nocase", 0.95),
+    ("ctext, rows without edge_clip", lambda r: r.source == "ctext" and "edge_clip" not in r.flags, "em", 0.90),
+    ("ruoyi", lambda r: r.source == "ruoyi", "answer_acc", 0.99),
+    ("own test split", lambda r: r.source == "test", "em", 0.99),
+]
+METRIC_NAMES = {"em": "exact match", "em_nocase": "exact match, ignoring case", "answer_acc": "answer accuracy"}
+
+
+def target_table(rows: Sequence[Scored]) -> list[dict]:
+    """One row per target whose rows are present: name, metric, n, value, target, met."""
+    table = []
+    for name, keep, metric, target in TARGETS:
+        members = [r for r in rows if keep(r)]
+        if not members:
+            continue
+        value = summarize([r.pred for r in members], [r.label for r in members], [r.answer for r in members])[metric]
+        table.append({"name": name, "metric": metric, "n": len(members), "value": value, "target": target,
+                      "met": value is not None and value >= target})  # fmt: skip
+    return table
+
+
+def format_targets(table: Iterable[dict]) -> str:
+    lines = ["| family / type | metric | n | measured | target | met |", "|---|---|---:|---:|---:|---|"]
+    for row in table:
+        value = "-" if row["value"] is None else f"{100 * row['value']:.2f}%"
+        lines.append(
+            f"| {row['name']} | {METRIC_NAMES[row['metric']]} | {row['n']} | {value} | >= {100 * row['target']:.0f}% "
+            f"| {'yes' if row['met'] else 'no'} |"
+        )
+    return "\n".join(lines)

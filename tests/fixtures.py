@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -62,3 +63,17 @@ def make_dataset(root: Path, n: int, seed: int = 0, gif_every: int = 10) -> Path
     (root / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     (root / "meta.tsv").write_text("\n".join(meta) + "\n", encoding="utf-8")
     return root
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# A vanilla CRNN small enough to train for a few epochs inside a test.
+TINY_CRNN = '{"channels": [8, 16, 32, 32, 32, 32, 32], "hidden": 32}'
+
+
+def train_cmd(data: Path, out: Path, *extra: str, train_root: str = "train") -> list[str]:
+    """``train.py`` on ``data/<train_root>`` (selection held out) and ``data/test``, tiny CRNN, one process."""
+    return [
+        sys.executable, str(ROOT / "train.py"), "--arch", "vanilla_crnn", "--train-root", str(data / train_root),
+        "--val-root", str(data / "test"), "--out", str(out), "--batch", "16", "--num-workers", "0", "--lr", "3e-3",
+        "--seed", "7", "--arch-args", TINY_CRNN, *extra,
+    ]  # fmt: skip

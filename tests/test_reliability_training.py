@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures import make_dataset
+from fixtures import train_cmd as tiny_train_cmd
 from test_merge_datasets import make_source, png, snapshot, split_contents
 
 from conftest import ROOT
@@ -28,7 +29,6 @@ from models.checkpoint import load_model, read_checkpoint
 
 pytestmark = pytest.mark.slow
 
-TINY = '{"channels": [8, 16, 32, 32, 32, 32, 32], "hidden": 32}'
 EPOCHS = 5
 LOOP_STARTS = "M parameters, input"  # train.py prints this once the model is built, right before the first batch
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -68,11 +68,7 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def train_cmd(data: Path, out: Path, *extra: str, train_root: str = "train") -> list[str]:
-    return [
-        sys.executable, str(ROOT / "train.py"), "--arch", "vanilla_crnn", "--train-root", str(data / train_root),
-        "--val-root", str(data / "test"), "--out", str(out), "--batch", "16", "--num-workers", "0", "--lr", "3e-3",
-        "--seed", "7", "--arch-args", TINY, "--epochs", str(EPOCHS), *extra,
-    ]  # fmt: skip
+    return tiny_train_cmd(data, out, "--epochs", str(EPOCHS), *extra, train_root=train_root)
 
 
 def run(cmd: list[str], plan: dict | None = None) -> subprocess.CompletedProcess:

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import make_dataset
+from fixtures import make_dataset, train_cmd
 
 from conftest import ROOT
 from models.checkpoint import load_model, read_checkpoint
 from models.engine import load_engine
-
-TINY = '{"channels": [8, 16, 32, 32, 32, 32, 32], "hidden": 32}'
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +25,6 @@ def tiny_data(tmp_path_factory) -> Path:
     make_dataset(root / "train", 160, seed=0)
     make_dataset(root / "test", 24, seed=1)
     return root
-
-
-def train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable, str(ROOT / "train.py"), "--arch", "vanilla_crnn",
-        "--train-root", str(data / "train"), "--val-root", str(data / "test"), "--out", str(out),
-        "--batch", "16", "--num-workers", "0", "--lr", "3e-3", "--seed", "7", "--arch-args", TINY, *extra,
-    ]  # fmt: skip
 
 
 def run(cmd: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:

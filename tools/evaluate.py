@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from models.dataset import read_folder  # noqa: E402
 from models.engine import BACKENDS, Engine, load_engine  # noqa: E402
 from models.preprocess import ImageError, preprocess  # noqa: E402
-from models.report import Scored, confusions, format_table, group_table  # noqa: E402
+from models.report import Scored, confusions, format_table, format_targets, group_table, target_table  # noqa: E402
 
 
 def score_folder(
@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--name", help="report file name (default: model arch)")
     parser.add_argument("--exclude-flag", default="", help="skip rows carrying this flag (e.g. edge_clip)")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--targets", action="store_true", help="also print the shipped model's accuracy targets")
     args = parser.parse_args()
 
     try:
@@ -108,6 +109,8 @@ def main() -> int:
     table = group_table(rows)
     title = f"{engine.arch} ({engine.backend}, {engine.path})"
     print(f"## {title}\n\n{format_table(table)}")
+    if args.targets:
+        print(f"\n### targets\n\n{format_targets(target_table(rows))}")
     pairs = confusions(rows, 10)
     if pairs:
         print("\nconfusions: " + ", ".join(f"{a}->{b} x{n}" for a, b, n in pairs))

@@ -1,0 +1,85 @@
+"""`make bench`: the document writer keeps hand-written text, and a QUICK run produces every stage's table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from bench.run_all import BEGIN, END, write_document
+from conftest import ROOT
+
+HAND_WRITTEN = """# Benchmarks
+
+Intro paragraph, written by hand.
+
+## GIF frame fusion
+
+| fusion | all |
+|---|---:|
+| min | 78.8% |
+"""
+
+
+def test_writer_inserts_markers_after_the_intro_and_keeps_the_rest(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(HAND_WRITTEN, encoding="utf-8")
+    write_document(doc, "## generated\n\nfirst run")
+    text = doc.read_text(encoding="utf-8")
+    assert text.index("Intro paragraph") < text.index(BEGIN) < text.index("first run") < text.index(END)
+    assert text.index(END) < text.index("## GIF frame fusion")
+    assert text.replace(f"{BEGIN}\n## generated\n\nfirst run\n{END}\n\n", "") == HAND_WRITTEN
+
+
+def test_writer_replaces_only_the_generated_block(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(HAND_WRITTEN, encoding="utf-8")
+    write_document(doc, "first run")
+    with doc.open("a", encoding="utf-8") as f:
+        f.write("\n## Added by hand later\n\nkept\n")
+    expected_outside = doc.read_text(encoding="utf-8").replace("first run", "second run")
+    write_document(doc, "second run")
+    text = doc.read_text(encoding="utf-8")
+    assert "first run" not in text and text.count(BEGIN) == 1 and text.count(END) == 1
+    assert text == expected_outside
+    assert text.endswith("## Added by hand later\n\nkept\n")
+
+
+def test_writer_creates_a_missing_document(tmp_path):
+    doc = tmp_path / "reports" / "b.md"
+    write_document(doc, "block")
+    assert doc.read_text(encoding="utf-8") == f"# Benchmarks\n\n{BEGIN}\nblock\n{END}\n"
+
+
+# One header row per table each stage writes (the generators stage may be skipped where there is no JDK).
+TABLES = {
+    "### Summary": ["| figure | this run | target | status |"],
+    "### Inference": ["| model | input HxWxC | backend | p50 ms | p90 ms | batch-64 img/s |", "| reader | p50 ms |"],
+    "### The limit": ["| operator | MFLOP |", "| model: backend | p50 ms | achieved GFLOP/s |"],
+    "### Service": ["| workers | concurrency | requests | req/s | p50 ms | p99 ms | errors |"],
+    "### Training": ["| model | input HxWxC | batch | loader workers |", "| width |", "| batch |"],
+    "### Data generation": ["| family | threads | images per run |"],
+    "### Merge": ["| images | wall time | images/s |"],
+}
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_every_table(tmp_path):
+    out = tmp_path / "b.md"
+    command = [sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--out", str(out)]
+    done = subprocess.run(
+        [*command, "--json-dir", str(tmp_path / "json")], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert text.count(BEGIN) == 1 and text.count(END) == 1
+    assert "Stage failed" not in text
+    sections = text.split("\n### ")
+    for heading, header_rows in TABLES.items():
+        section = next((s for s in sections if ("### " + s).startswith(heading)), None)
+        assert section is not None, f"no section {heading!r}"
+        if heading == "### Data generation" and "**Skipped**" in section:
+            continue
+        for row in header_rows:
+            assert row in section, f"{heading}: no table starting {row!r}"
