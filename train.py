@@ -78,11 +78,23 @@ class Config:
     seed: int = 42
     resume: bool = False  # continue from <out>/<arch>/last.pt
     init: str = ""  # fine-tune from this checkpoint (charset extended with new characters)
+    teacher: str = ""  # distil from this trained checkpoint: its input size and charset are adopted
+    distill: float = 1.0  # weight of the frame-wise KL divergence to the teacher, added to the CTC loss
     dry_run: bool = False  # one batch on the CPU, nothing written
     val_every: int = 1  # evaluate the test set every N epochs (selection runs every epoch)
     print_samples: int = 8  # label | prediction | confidence rows shown per evaluation
     limit_train: int = 0  # use only the first N training samples (0 = all)
     device: str = ""  # "" = cuda when available, else cpu
+
+
+def distillation_loss(teacher: torch.nn.Module, images: torch.Tensor, log_probs: torch.Tensor, cfg: Config,
+                      device: torch.device) -> torch.Tensor:  # fmt: skip
+    """Mean over frames of KL(teacher || student): the teacher's per-frame distributions (blank included) give
+    the student an alignment from the first step, which lets it skip CTC's long all-blank plateau."""
+    with torch.no_grad(), autocast(cfg, device):
+        teacher_log = teacher(images).float().log_softmax(2).transpose(0, 1)  # (T, B, C_teacher)
+    student_log = log_probs[..., : teacher_log.shape[2]]
+    return (teacher_log.exp() * (teacher_log - student_log)).sum(2).mean()
 
 
 def parse_args() -> list[Config]:
@@ -297,12 +309,24 @@ def train(cfg: Config) -> dict:
         if init_meta.arch != cfg.arch:
             raise SystemExit(f"--init {cfg.init} is a {init_meta.arch}, not a {cfg.arch}")
         spec = init_meta.spec
+    teacher = None
+    if cfg.teacher:
+        if cfg.init:
+            raise SystemExit("--teacher and --init together: pick one")
+        teacher = load_model(cfg.teacher, device)
+        spec = teacher.meta.spec  # the student sees exactly the teacher's input (a resumed run already does)
+        log(rank, f"--teacher {cfg.teacher}: {teacher.meta.arch}, input {spec.img_w}x{spec.img_h}x{spec.channels}")
     charset = Charset(init_meta.charset) if init_meta and cfg.resume else None
     train_samples, select_samples, test_samples, data_charset = load_splits(cfg, charset, rank)
     if cfg.init and not cfg.resume:
         charset = Charset(init_meta.charset).extend(s.label for s in train_samples + select_samples)
         train_samples, select_samples, test_samples, _ = load_splits(cfg, charset, rank)
         log(rank, f"--init: charset {len(init_meta.charset)} -> {len(charset)} symbols")
+    if (
+        teacher is not None and not cfg.resume
+    ):  # the teacher's classes keep their ids, so its frame distributions line up
+        charset = Charset(teacher.meta.charset).extend(s.label for s in train_samples + select_samples)
+        train_samples, select_samples, test_samples, _ = load_splits(cfg, charset, rank)
     charset = charset or data_charset
 
     # ---- model
@@ -331,6 +355,12 @@ def train(cfg: Config) -> dict:
     model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        if teacher.model.sequence_length(spec.img_w) != model.sequence_length(spec.img_w):
+            raise SystemExit(f"--teacher emits {teacher.model.sequence_length(spec.img_w)} frames, {cfg.arch} "
+                             f"{model.sequence_length(spec.img_w)}: distillation needs the same width stride")  # fmt: skip
+        if cfg.channels_last:
+            teacher.model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     log(rank, f"[{cfg.arch}] {params / 1e6:.2f}M parameters, input {spec.img_w}x{spec.img_h}x{spec.channels}, "
               f"{charset.num_classes} classes, T={model.sequence_length(spec.img_w)}, device {device}, world {world}")  # fmt: skip
@@ -427,6 +457,8 @@ def train(cfg: Config) -> dict:
             input_lengths = torch.full((images.shape[0],), log_probs.shape[0], dtype=torch.long)
             loss = F.ctc_loss(log_probs, torch.from_numpy(targets).to(device), input_lengths,
                               torch.from_numpy(lengths), blank=0, zero_infinity=True)  # fmt: skip
+            if teacher is not None:
+                loss = loss + cfg.distill * distillation_loss(teacher.model, images, log_probs, cfg, device)
             if not torch.isfinite(loss):
                 bad_steps += 1
                 log(rank, f"non-finite loss at epoch {epoch}; batch skipped ({bad_steps} in a row)")

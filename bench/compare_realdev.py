@@ -27,13 +27,18 @@ from evaluate import score_folder  # noqa: E402
 
 from models.arith import solve  # noqa: E402
 from models.engine import default_model_name, discover_models, load_engine  # noqa: E402
-from models.report import METRIC_NAMES, Scored, target_table  # noqa: E402
+from models.report import METRIC_NAMES, Scored, tag_rows, target_table  # noqa: E402
 
 FAMILIES = ("easy", "easy_gif", "ctext", "ruoyi")
 
 
 def cell(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def tagged(folder: Path, rows: list[Scored]) -> list[Scored]:
+    """Realdev rows as they are; our test split's rows as ``test/<family>``, so the two never mix."""
+    return rows if folder.name in FAMILIES else tag_rows(rows, "test" if folder.name == "test" else folder.name)
 
 
 def read_ok(row: Scored) -> bool:
@@ -74,7 +79,7 @@ def main() -> int:
     for name, folder in models.items():
         start, engine = time.perf_counter(), load_engine(folder)
         label = f"{name} (default)" if name == default else name
-        results[label] = [row for f in folders for row in score_folder(engine, f)[0]]
+        results[label] = [row for f in folders for row in tagged(f, score_folder(engine, f)[0])]
         print(f"{label}: {len(results[label])} images in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if not args.no_ddddocr:
         try:

@@ -133,3 +133,42 @@ def test_init_fine_tunes_and_extends_charset(tiny_data, tmp_path):
                   "--init", str(tmp_path / "base" / "vanilla_crnn" / "best.pt")))  # fmt: skip
     tuned = load_model(tmp_path / "tuned" / "vanilla_crnn" / "best.pt").meta.charset
     assert tuned.startswith(base_charset) and "Z" in tuned and "Z" not in base_charset
+
+
+def test_distillation_loss_is_zero_on_the_teacher_itself_and_trains_only_the_student(sharp_models):
+    sys.path.insert(0, str(ROOT))
+    from train import Config, distillation_loss
+
+    teacher = load_model(sharp_models["vanilla_crnn"] / "best.pt").model
+    images = torch.randn(4, 1, 32, 128)
+    cfg, cpu = Config(amp="off"), torch.device("cpu")
+    with torch.no_grad():
+        own = teacher(images).log_softmax(2).transpose(0, 1)
+    assert abs(float(distillation_loss(teacher, images, own, cfg, cpu))) < 1e-5
+    student = torch.zeros_like(own, requires_grad=True)  # uniform: far from the decisive teacher
+    loss = distillation_loss(teacher, images, student.log_softmax(2), cfg, cpu)
+    assert float(loss.detach()) > 0.5
+    loss.backward()
+    assert student.grad is not None and all(p.grad is None for p in teacher.parameters())
+
+
+def test_teacher_sets_the_students_input_and_charset(tiny_data, tmp_path, sharp_models):
+    teacher_file = str(sharp_models["vanilla_crnn"] / "best.pt")
+    teacher = load_model(teacher_file)
+    student_args = '{"channels": [8, 8, 16, 16], "hidden": 16}'
+    cmd = train_cmd(tiny_data, tmp_path, "--arch", "crnn_resnet34", "--arch-args", student_args, "--epochs", "1",
+                    "--imgH", "48", "--imgW", "160", "--teacher", teacher_file)  # fmt: skip
+    out = run(cmd)
+    assert "--teacher" in out.stdout + out.stderr
+    student = load_model(tmp_path / "crnn_resnet34" / "best.pt")
+    # the teacher's input wins over --imgH/--imgW, and its classes keep their ids (its charset is the prefix)
+    assert student.meta.spec == teacher.meta.spec
+    assert student.meta.charset.startswith(teacher.meta.charset)
+
+
+def test_teacher_and_init_together_are_refused(tiny_data, tmp_path, sharp_models):
+    best = str(sharp_models["vanilla_crnn"] / "best.pt")
+    cmd = train_cmd(tiny_data, tmp_path, "--teacher", best, "--init", best, "--dry-run")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert out.returncode != 0 and "pick one" in out.stderr

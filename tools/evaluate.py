@@ -22,7 +22,17 @@ import numpy as np  # noqa: E402
 from models.dataset import read_folder  # noqa: E402
 from models.engine import BACKENDS, Engine, load_engine  # noqa: E402
 from models.preprocess import ImageError, preprocess  # noqa: E402
-from models.report import Scored, confusions, format_table, format_targets, group_table, target_table  # noqa: E402
+from models.report import (  # noqa: E402
+    Scored,
+    confusions,
+    format_table,
+    format_targets,
+    group_table,
+    tag_rows,
+    target_table,
+)
+
+REALDEV_FAMILIES = ("easy", "easy_gif", "ctext", "ruoyi")
 
 
 def score_folder(
@@ -95,6 +105,7 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     rows: list[Scored] = []
+    target_rows: list[Scored] = []  # realdev rows as they are, any other folder's tagged with its name
     for folder in map(Path, args.folders):
         try:
             folder_rows, errors = score_folder(engine, folder, args.batch, args.exclude_flag)
@@ -102,6 +113,10 @@ def main() -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         rows += folder_rows
+        realdev = folder.name in REALDEV_FAMILIES
+        target_rows += (
+            folder_rows if realdev else tag_rows(folder_rows, "test" if folder.name == "test" else folder.name)
+        )
         for line in errors[:10]:
             print(f"warning: {line}", file=sys.stderr)
         if len(errors) > 10:
@@ -110,7 +125,7 @@ def main() -> int:
     title = f"{engine.arch} ({engine.backend}, {engine.path})"
     print(f"## {title}\n\n{format_table(table)}")
     if args.targets:
-        print(f"\n### targets\n\n{format_targets(target_table(rows))}")
+        print(f"\n### targets\n\n{format_targets(target_table(target_rows))}")
     pairs = confusions(rows, 10)
     if pairs:
         print("\nconfusions: " + ", ".join(f"{a}->{b} x{n}" for a, b, n in pairs))
