@@ -3,7 +3,7 @@
 # Tiers (each a requirements file):
 #   serve  requirements.txt        onnxruntime + FastAPI + Flask, no PyTorch   (make ready)
 #   train  requirements-train.txt  + torch, torchvision, albumentations, onnx  (make train)
-#   dev    requirements-dev.txt    + pytest, ruff, playwright                  (make test)
+#   dev    requirements-dev.txt    + pytest, ruff, playwright, ddddocr         (make test, eval, bench)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
