@@ -318,15 +318,13 @@ def train(cfg: Config) -> dict:
         log(rank, f"--teacher {cfg.teacher}: {teacher.meta.arch}, input {spec.img_w}x{spec.img_h}x{spec.channels}")
     charset = Charset(init_meta.charset) if init_meta and cfg.resume else None
     train_samples, select_samples, test_samples, data_charset = load_splits(cfg, charset, rank)
-    if cfg.init and not cfg.resume:
-        charset = Charset(init_meta.charset).extend(s.label for s in train_samples + select_samples)
+    # A fresh run from --init or --teacher keeps that model's classes at their ids (the teacher's frame distributions
+    # line up, the fine-tuned head is reused) and appends the characters only the data has.
+    prefix = None if cfg.resume else init_meta if cfg.init else teacher.meta if teacher else None
+    if prefix is not None:
+        charset = Charset(prefix.charset).extend(s.label for s in train_samples + select_samples)
         train_samples, select_samples, test_samples, _ = load_splits(cfg, charset, rank)
-        log(rank, f"--init: charset {len(init_meta.charset)} -> {len(charset)} symbols")
-    if (
-        teacher is not None and not cfg.resume
-    ):  # the teacher's classes keep their ids, so its frame distributions line up
-        charset = Charset(teacher.meta.charset).extend(s.label for s in train_samples + select_samples)
-        train_samples, select_samples, test_samples, _ = load_splits(cfg, charset, rank)
+        log(rank, f"--{'init' if cfg.init else 'teacher'}: charset {len(prefix.charset)} -> {len(charset)} symbols")
     charset = charset or data_charset
 
     # ---- model

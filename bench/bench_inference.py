@@ -40,6 +40,7 @@ from bench.common import (  # noqa: E402
     fused_png,
     is_quantized,
     md_table,
+    open_ddddocr,
     percentile,
     quantize_int8,
     realdev_images,
@@ -138,15 +139,11 @@ def time_backends(backends: list[tuple[str, str, Engine]], singles: np.ndarray, 
 def load_ddddocr():
     """(reader, version, error); the reader is None when ddddocr cannot be imported or started."""
     try:
-        import ddddocr
+        reader = open_ddddocr()
     except Exception as e:  # ImportError, or a broken install of its onnxruntime / opencv dependencies
         return None, "", f"{type(e).__name__}: {e}"
     from importlib.metadata import version
 
-    try:
-        reader = ddddocr.DdddOcr(show_ad=False)
-    except TypeError:  # versions before show_ad existed
-        reader = ddddocr.DdddOcr()
     return reader, version("ddddocr"), ""
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from models.report import REALDEV_FAMILIES
+
 ROOT = Path(__file__).resolve().parents[1]
 REALDEV = ROOT.parent / "shared" / "realdev"
-REALDEV_FAMILIES = ("easy", "easy_gif", "ctext", "ruoyi")
 TEST_SPLIT = ROOT / "dataset" / "test"
 
 
@@ -137,6 +138,16 @@ def spaced(rows: list, n: int) -> list:
         return list(rows)
     step = len(rows) / n
     return [rows[int(i * step)] for i in range(n)]
+
+
+def open_ddddocr():
+    """A ddddocr reader (ImportError when it is not installed), quiet where the version allows."""
+    import ddddocr
+
+    try:
+        return ddddocr.DdddOcr(show_ad=False)
+    except TypeError:  # versions before show_ad existed
+        return ddddocr.DdddOcr()
 
 
 def fused_png(path: Path) -> bytes:

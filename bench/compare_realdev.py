@@ -21,37 +21,30 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from ddddocr_realdev import open_ddddocr  # noqa: E402
 from ddddocr_realdev import score_folder as ddddocr_score  # noqa: E402
 from evaluate import score_folder  # noqa: E402
 
-from models.arith import solve  # noqa: E402
+from bench.common import open_ddddocr  # noqa: E402
 from models.engine import default_model_name, discover_models, load_engine  # noqa: E402
-from models.report import METRIC_NAMES, Scored, tag_rows, target_table  # noqa: E402
-
-FAMILIES = ("easy", "easy_gif", "ctext", "ruoyi")
+from models.report import (  # noqa: E402
+    METRIC_NAMES,
+    REALDEV_FAMILIES,
+    Scored,
+    reads_correctly,
+    rows_of_folder,
+    target_table,
+)
 
 
 def cell(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def tagged(folder: Path, rows: list[Scored]) -> list[Scored]:
-    """Realdev rows as they are; our test split's rows as ``test/<family>``, so the two never mix."""
-    return rows if folder.name in FAMILIES else tag_rows(rows, "test" if folder.name == "test" else folder.name)
-
-
-def read_ok(row: Scored) -> bool:
-    if row.answer is not None:
-        return solve(row.pred) == row.answer
-    return row.pred.lower() == row.label.lower()
-
-
 def read_rates(rows: list[Scored]) -> dict[str, tuple[float, int]]:
     """{group: (share read correctly, n)} for all rows, per source and per source/type."""
     groups: dict[str, list[bool]] = defaultdict(list)
     for row in rows:
-        ok = read_ok(row)
+        ok = reads_correctly(row.pred, row.label, row.answer)
         for key in ("all", row.source, f"{row.source}/{row.type}" if row.type else ""):
             if key:
                 groups[key].append(ok)
@@ -67,7 +60,7 @@ def main() -> int:
     parser.add_argument("--no-ddddocr", action="store_true")
     args = parser.parse_args()
 
-    folders = args.folders or [args.realdev / f for f in FAMILIES if (args.realdev / f).is_dir()]
+    folders = args.folders or [args.realdev / f for f in REALDEV_FAMILIES if (args.realdev / f).is_dir()]
     if not args.folders and (ROOT / "dataset" / "test").is_dir():
         folders.append(ROOT / "dataset" / "test")
     if not folders:
@@ -79,14 +72,14 @@ def main() -> int:
     for name, folder in models.items():
         start, engine = time.perf_counter(), load_engine(folder)
         label = f"{name} (default)" if name == default else name
-        results[label] = [row for f in folders for row in tagged(f, score_folder(engine, f)[0])]
+        results[label] = [row for f in folders for row in rows_of_folder(f.name, score_folder(engine, f)[0])]
         print(f"{label}: {len(results[label])} images in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     if not args.no_ddddocr:
         try:
             ocr = open_ddddocr()
             # ddddocr never saw our test split's conventions either; score it on the real folders only
             results["ddddocr 1.6.1"] = [
-                row for f in folders if f.parent == args.realdev for row in ddddocr_score(ocr, f)
+                row for f in folders if f.name in REALDEV_FAMILIES for row in ddddocr_score(ocr, f)
             ]
         except ImportError:
             print("ddddocr is not installed: its column is left out (pip install ddddocr==1.6.1)", file=sys.stderr)

@@ -20,20 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
-from bench.common import fused_png  # noqa: E402
+from bench.common import fused_png, open_ddddocr  # noqa: E402
 from models.charset import normalize_label  # noqa: E402
 from models.dataset import read_folder  # noqa: E402
 from models.preprocess import ImageError  # noqa: E402
 from models.report import Scored, format_table, format_targets, group_table, target_table  # noqa: E402
-
-
-def open_ddddocr():
-    import ddddocr
-
-    try:
-        return ddddocr.DdddOcr(show_ad=False)
-    except TypeError:  # versions without the show_ad argument
-        return ddddocr.DdddOcr()
 
 
 def ddddocr_input(path: Path) -> bytes:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import REALDEV, ROOT
-from models.arith import solve
 from models.engine import default_model_name, discover_models, load_engine, read_onnx_meta
+from models.report import reads_correctly
 
 CHECKPOINTS = ROOT / "checkpoints"
 ARCHS = ("vanilla_crnn", "crnn_resnet34", "svtr_tiny")
@@ -47,12 +47,6 @@ def test_default_is_shipped_and_openable_without_torch_files():
     assert engine.meta.arch in ARCHS
 
 
-def read_correctly(pred: str, label: str, answer: int | None) -> bool:
-    if answer is not None:
-        return solve(pred) == answer
-    return pred.lower() == label.lower()
-
-
 @pytest.mark.skipif(not REALDEV.is_dir(), reason="../shared/realdev not present")
 def test_default_model_reads_real_captchas():
     from models.dataset import read_folder
@@ -65,7 +59,7 @@ def test_default_model_reads_real_captchas():
         samples, _ = read_folder(REALDEV / family)
         samples = [s for s in samples[::2] if "edge_clip" not in s.flags.split(",")]
         preds = engine.predict([s.path for s in samples])
-        results[family] = [read_correctly(p.text, s.label, s.answer) for p, s in zip(preds, samples, strict=True)]
+        results[family] = [reads_correctly(p.text, s.label, s.answer) for p, s in zip(preds, samples, strict=True)]
     every = [ok for oks in results.values() for ok in oks]
     assert len(every) >= 300
     per_family = {k: f"{100 * sum(v) / len(v):.1f}%" for k, v in results.items()}

@@ -28,22 +28,15 @@ from models.report import (  # noqa: E402
     format_table,
     format_targets,
     group_table,
-    tag_rows,
+    rows_of_folder,
     target_table,
 )
 
-REALDEV_FAMILIES = ("easy", "easy_gif", "ctext", "ruoyi")
 
-
-def score_folder(
-    engine: Engine, folder: Path, batch: int = 64, exclude_flag: str = ""
-) -> tuple[list[Scored], list[str]]:
-    """Predict every labelled image of ``folder``; unreadable images are returned as error lines."""
-    samples, report = read_folder(folder, source=folder.name)
-    errors = report.bad_lines + [f"missing: {m}" for m in report.missing_files]
-    if exclude_flag:
-        samples = [s for s in samples if exclude_flag not in s.flags.split(",")]
+def score_samples(engine: Engine, samples: list, batch: int = 64) -> tuple[list[Scored], list[str]]:
+    """Predict ``samples`` (models.dataset.Sample) in batches; unreadable images are returned as error lines."""
     rows: list[Scored] = []
+    errors: list[str] = []
     for start in range(0, len(samples), batch):
         chunk, arrays = [], []
         for sample in samples[start : start + batch]:
@@ -57,6 +50,18 @@ def score_folder(
         for s, pred in zip(chunk, engine.predict_arrays(np.stack(arrays)), strict=True):
             rows.append(Scored(s.path.name, s.label, pred.text, pred.confidence, s.source, s.type, s.answer, s.flags))
     return rows, errors
+
+
+def score_folder(
+    engine: Engine, folder: Path, batch: int = 64, exclude_flag: str = ""
+) -> tuple[list[Scored], list[str]]:
+    """Predict every labelled image of ``folder``; unreadable images are returned as error lines."""
+    samples, report = read_folder(folder, source=folder.name)
+    errors = report.bad_lines + [f"missing: {m}" for m in report.missing_files]
+    if exclude_flag:
+        samples = [s for s in samples if exclude_flag not in s.flags.split(",")]
+    rows, unreadable = score_samples(engine, samples, batch)
+    return rows, errors + unreadable
 
 
 def write_outputs(out: Path, name: str, table: list[dict], rows: list[Scored], title: str) -> None:
@@ -113,10 +118,7 @@ def main() -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         rows += folder_rows
-        realdev = folder.name in REALDEV_FAMILIES
-        target_rows += (
-            folder_rows if realdev else tag_rows(folder_rows, "test" if folder.name == "test" else folder.name)
-        )
+        target_rows += rows_of_folder(folder.name, folder_rows)
         for line in errors[:10]:
             print(f"warning: {line}", file=sys.stderr)
         if len(errors) > 10:

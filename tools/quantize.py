@@ -26,12 +26,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from evaluate import score_samples  # noqa: E402
 
 from models.dataset import read_folder  # noqa: E402
 from models.engine import OnnxEngine, read_onnx_meta, resolve_model_file  # noqa: E402
 from models.meta import ONNX_META_KEY  # noqa: E402
 from models.preprocess import ImageError, preprocess  # noqa: E402
-from models.report import Scored  # noqa: E402
 
 
 def calibration_batches(folder: Path, spec, samples: int, batch: int, seed: int) -> list[np.ndarray]:
@@ -54,12 +54,7 @@ def exact_match(engine: OnnxEngine, folder: Path, limit: int, seed: int) -> tupl
     samples, _ = read_folder(folder)
     if limit and len(samples) > limit:
         samples = random.Random(seed).sample(samples, limit)
-    rows = []
-    for start in range(0, len(samples), 64):
-        chunk = samples[start : start + 64]
-        batch = np.stack([preprocess(s.path, engine.spec) for s in chunk])
-        for s, pred in zip(chunk, engine.predict_arrays(batch), strict=True):
-            rows.append(Scored(s.path.name, s.label, pred.text, pred.confidence, s.source, s.type, s.answer))
+    rows, _ = score_samples(engine, samples)
     return 100.0 * sum(r.label == r.pred for r in rows) / max(1, len(rows)), len(rows)
 
 
