@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +366,35 @@ def test_half_committed_merge_blocks_a_different_one(tmp_path, sources, monkeypa
     assert "re-running it" in capsys.readouterr().err
     run(tmp_path, *args)  # finishing it works, and then the other merge may replace it
     assert merge_datasets.main(other) == 0
+
+
+def test_top_up_keeps_families_and_leaves_test_and_val_alone(tmp_path, sources):
+    """A merged train split plus new images into a new train split: rows keep their family, test/val stay."""
+    first = run(tmp_path, *src_args(sources), "--dedupe", "--val-fraction", "0.25")
+    test_before, val_before = image_bytes(first / "test"), image_bytes(first / "val")
+    new = [(f"n{i}.png", f"N{i}q", png(300 + i)) for i in range(5)]
+    new += [("again_test.png", "T1xy", png(201)), ("again_val.png", "X", next(iter(val_before.values())))]
+    extra = make_source(tmp_path / "src_new", new)
+    argv = [
+        *("--train-dest", str(first / "train_plus"), "--test-dest", str(first / "test")),
+        *("--val-dest", str(first / "val"), "--workers", "2", "--dedupe", "--copy-mode", "link"),
+        *("--train-src", "base", str(first / "train"), "--train-src", "easy", str(extra)),
+        *("--exclude", str(first / "test"), "--exclude", str(first / "val"), "--report", str(tmp_path / "rep")),
+    ]
+    assert merge_datasets.main(argv) == 0
+    plus = image_bytes(first / "train_plus")
+    assert len(plus) == len(image_bytes(first / "train")) + 5  # the two copies of test/val images are gone
+    assert not set(plus.values()) & (set(test_before.values()) | set(val_before.values()))
+    assert image_bytes(first / "test") == test_before and image_bytes(first / "val") == val_before
+    with open(first / "train_plus" / "meta.tsv", encoding="utf-8") as f:
+        families = Counter(row["source"] for row in csv.DictReader(f, delimiter="\t"))
+    with open(first / "train" / "meta.tsv", encoding="utf-8") as f:
+        before = Counter(row["source"] for row in csv.DictReader(f, delimiter="\t"))
+    assert families == before + Counter(easy=5) and "base" not in families
+    assert dropped(tmp_path / "rep", "excluded") == 2
+
+
+def test_exclude_must_exist(tmp_path, sources):
+    with pytest.raises(SystemExit) as error:
+        merge_datasets.main(["--train-src", "a", str(sources["a"]), "--exclude", str(tmp_path / "nowhere")])
+    assert error.value.code == 2

@@ -24,7 +24,9 @@ What it does, in order:
    - ``--dedupe``: one row per image within a split (the first in source order), and an image that carries
      two different labels anywhere is a *conflict*: it has no trustworthy label, so every copy is dropped;
    - ``--near-dupes``: same label and same average hash counts as a duplicate too (test wins again);
-     same hash with different labels is only reported (likely a hash collision, worth a look).
+     same hash with different labels is only reported (likely a hash collision, worth a look);
+   - ``--exclude DIR``: an image whose bytes are in DIR (a split root or any source folder) is removed, so a
+     dataset can be topped up without touching its test and val splits (below).
 5. Shuffle each split (``--seed`` for train, seed + 1 for test), carve ``--val-fraction`` of train into val
    (stratified by source and type), name files ``tr_%08d`` / ``va_%08d`` / ``te_%08d`` with the real format's
    extension, write ``labels.txt``, ``meta.tsv`` and ``charset.txt`` into each split root, the charset to
@@ -37,6 +39,14 @@ are the sources of a ``move`` removed, each after checking the destination holds
 recorded in ``<train-dest>/.merge_state.json``: a re-run with the same arguments restarts an interrupted staging
 (same input, same result), finishes an interrupted swap or source clean-up, and does nothing after a finished
 merge (so re-running a ``move`` never replaces a good dataset with the now-empty sources).
+
+Topping up a merged dataset (more images of one family, say) without touching its test and val splits: give the
+merged train split as one more source and keep the others out; a source with a ``source`` column in its
+``meta.tsv`` (a merged split) keeps each row's family there, the NAME only labels it in the report::
+
+    python tools/merge_datasets.py --train-dest dataset/train_plus --test-dest dataset/test --val-dest dataset/val \
+        --train-src base dataset/train --train-src easy raw/easy_cn --exclude dataset/test --exclude dataset/val \
+        --copy-mode link --dedupe --seed 2027 --report reports/train_plus
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ SPLIT_PREFIX = {"train": "tr", "val": "va", "test": "te"}  # output names: tr_00
 META_COLUMNS = ("filename", "label", "source", "type", "width", "height", "font", "answer")
 LABEL_FILES = ("labels.txt", "labels.tsv", "meta.tsv")  # first one found in a source is its label file
 ALT_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".PNG", ".JPG", ".JPEG", ".GIF")
+IMAGE_SUFFIXES = frozenset(s.lower() for s in ALT_SUFFIXES)
 FORMAT_EXT = {"PNG": ".png", "GIF": ".gif", "JPEG": ".jpg", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif"}
 NEAR_HASH_SIZE = (24, 8)  # average-hash grid (width, height); keeps the ~3:1 captcha aspect, 192 bits
 PARTIAL = ".partial"  # staging folder inside each split root
@@ -78,7 +89,14 @@ CHUNK = 256  # files per thread-pool task: amortizes the per-task overhead
 REPORT_LIST_LIMIT = 200  # problems listed in merge_report.md; the CSV lists all of them
 
 PROBLEM_KINDS = ("bad_label_line", "missing_file", "unreadable_image", "empty_label", "out_of_charset")
-DUPLICATE_KINDS = ("duplicate_within", "duplicate_cross_split", "conflict", "near_within", "near_cross_split")
+DUPLICATE_KINDS = (
+    "duplicate_within",
+    "duplicate_cross_split",
+    "conflict",
+    "near_within",
+    "near_cross_split",
+    "excluded",
+)
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -96,6 +114,7 @@ class Sample:
     type: str = ""
     font: str = ""
     answer: str = ""
+    family: str = ""  # the row's own source column (a merged split given as a source), written to meta.tsv
     size: int = 0  # bytes
     key: str = ""  # BLAKE2b-128 of the file bytes, hex
     ext: str = ""  # from the bytes: .png .gif .jpg ...
@@ -159,6 +178,7 @@ def read_source(split: str, name: str, root: Path, limit: int | None, stats: Sta
         label = normalize_label(row.label)
         sample = Sample(split, name, row.filename, image_dir / row.filename, label)
         sample.type, sample.font, sample.answer = extra.get("type", ""), extra.get("font", ""), extra.get("answer", "")
+        sample.family = extra.get("source", "")
         stats.rows_read[(split, name)] += 1
         if not label:
             stats.problem("empty_label", sample, name, f"{label_file}: {row.filename}: label {row.label!r} is empty")
@@ -271,11 +291,25 @@ def filter_charset(samples: list[Sample], charset: Charset | None, stats: Stats)
     return kept
 
 
-def dedupe(samples: list[Sample], dedupe_within: bool, near_dupes: bool, stats: Stats) -> list[Sample]:
-    """Apply the duplicate rules of the module docstring; ``samples`` are in source order."""
+def dedupe(
+    samples: list[Sample], dedupe_within: bool, near_dupes: bool, stats: Stats, excluded: frozenset[str] = frozenset()
+) -> list[Sample]:
+    """Apply the duplicate rules of the module docstring; ``samples`` are in source order.
+
+    ``excluded``: hashes of images that must not be in the result (``--exclude``).
+    """
 
     def drop(s: Sample, reason: str) -> None:
         stats.dropped[(s.split, s.source, reason)] += 1
+
+    if excluded:
+        kept = []
+        for s in samples:
+            if s.key in excluded:
+                drop(s, "excluded")
+            else:
+                kept.append(s)
+        samples = kept
 
     if dedupe_within:  # an image with two labels anywhere has no trustworthy label: drop every copy
         labels_of: dict[str, set[str]] = defaultdict(set)
@@ -348,7 +382,7 @@ def carve_val(train: list[Sample], fraction: float, seed: int) -> tuple[list[Sam
     for s in train:
         if s.key not in seen:
             seen.add(s.key)
-            strata[(s.source, s.type)].append(s.key)
+            strata[(s.family or s.source, s.type)].append(s.key)
     rng = random.Random(seed)
     val_keys: set[str] = set()
     for stratum in sorted(strata):
@@ -357,11 +391,26 @@ def carve_val(train: list[Sample], fraction: float, seed: int) -> tuple[list[Sam
     return [s for s in train if s.key not in val_keys], [s for s in train if s.key in val_keys]
 
 
-def plan_splits(samples: list[Sample], args: argparse.Namespace, stats: Stats) -> dict[str, list[Sample]]:
+def hash_excluded(folders: list[str], workers: int) -> frozenset[str]:
+    """BLAKE2b keys of every file in the image folders of ``--exclude`` (labels are not needed)."""
+    files = []
+    for folder in folders:
+        _, image_dir = locate_source(Path(folder))
+        files += sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def work(chunk: list[Path]) -> list[str]:
+        return [hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest() for p in chunk]
+
+    return frozenset(parallel(work, files, workers, "hash --exclude"))
+
+
+def plan_splits(
+    samples: list[Sample], args: argparse.Namespace, stats: Stats, excluded: frozenset[str] = frozenset()
+) -> dict[str, list[Sample]]:
     """Filter, dedupe, shuffle, carve val and name the files: split -> rows in output order."""
     charset = Charset.load(args.charset) if args.charset else None
     samples = filter_charset(samples, charset, stats)
-    samples = dedupe(samples, args.dedupe, args.near_dupes, stats)
+    samples = dedupe(samples, args.dedupe, args.near_dupes, stats, excluded)
     splits: dict[str, list[Sample]] = {}
     for split, seed in (("train", args.seed), ("test", args.seed + 1)):  # the tutorial's seeds
         if getattr(args, f"{split}_src"):
@@ -439,7 +488,7 @@ def write_meta(path: Path, rows: list[Sample]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("\t".join(META_COLUMNS) + "\n")
         for s in rows:
-            values = (s.dest_name, s.label, s.source, s.type, s.width, s.height, s.font, s.answer)
+            values = (s.dest_name, s.label, s.family or s.source, s.type, s.width, s.height, s.font, s.answer)
             f.write("\t".join(map(cell, values)) + "\n")
 
 
@@ -658,6 +707,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--copy-mode", choices=("copy", "move", "link"), default="copy", help="link = hard link")
     p.add_argument("--dedupe", action="store_true", help="one row per image within a split; drop conflicts")
     p.add_argument("--near-dupes", action="store_true", help="also drop same-label images with equal average hash")
+    p.add_argument(
+        "--exclude", action="append", default=[], metavar="DIR", help="drop images whose bytes are in DIR (repeatable)"
+    )
     p.add_argument("--seed", type=int, default=42, help="train shuffle seed; test uses seed+1, val seed+2")
     p.add_argument("--no-shuffle", action="store_true", help="keep source order")
     p.add_argument("--limit-train-per-src", type=int, default=None, metavar="N", help="first N rows per source")
@@ -680,6 +732,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dests = [Path(d).resolve() for d in (args.train_dest, args.test_dest, args.val_dest)]
     if len(set(dests)) < 3:
         p.error("--train-dest, --test-dest and --val-dest must be different folders")
+    for path in args.exclude:
+        try:
+            locate_source(Path(path))
+        except FileNotFoundError as e:
+            p.error(f"--exclude: {e}")
     for _, path in args.train_src + args.test_src:
         try:
             locate_source(Path(path))
@@ -721,11 +778,13 @@ def build(args: argparse.Namespace, state_path: Path, state: dict) -> Stats:
             samples += read_source(split, name, Path(path), limit, stats)
     lap("read labels")
     samples = scan(samples, args.near_dupes, args.workers, stats)
+    excluded = hash_excluded(args.exclude, args.workers)
     lap("scan images")
-    splits = plan_splits(samples, args, stats)
+    splits = plan_splits(samples, args, stats, excluded)
     dests = {split: Path(getattr(args, f"{split}_dest")).resolve() for split in ("train", "val", "test")}
     charset = build_charset(splits, dests, args)
-    if "val" not in splits and "train" in splits and (dests["val"] / "labels.txt").is_file():
+    val_excluded = dests["val"] in {Path(d).resolve() for d in args.exclude}
+    if "val" not in splits and "train" in splits and (dests["val"] / "labels.txt").is_file() and not val_excluded:
         stats.notes.append(
             f"{dests['val']} is from an earlier merge and was left as it is: it may overlap the new train"
         )
