@@ -212,6 +212,11 @@ def average_hash(image: Image.Image) -> bytes:
     return np.packbits(small > small.mean()).tobytes()
 
 
+def image_key(data: bytes) -> str:
+    """Identity of an image for every duplicate rule: BLAKE2b-128 of its file bytes, hex."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def scan_one(sample: Sample, near_dupes: bool) -> tuple[str, str] | None:
     """Read, hash and decode one image, filling ``sample``; return ``(problem kind, detail)`` or ``None``."""
     candidates = [sample.path] + [sample.path.with_suffix(s) for s in ALT_SUFFIXES if s != sample.path.suffix]
@@ -226,7 +231,7 @@ def scan_one(sample: Sample, near_dupes: bool) -> tuple[str, str] | None:
     else:
         return "missing_file", f"{sample.path}: no such file"
     sample.path, sample.size = path, len(data)
-    sample.key = hashlib.blake2b(data, digest_size=16).hexdigest()
+    sample.key = image_key(data)
     try:
         image = load_image(data)  # the decoder training uses: same limits, GIF frames fused
         sample.ext = sniff_ext(data)
@@ -302,14 +307,17 @@ def dedupe(
     def drop(s: Sample, reason: str) -> None:
         stats.dropped[(s.split, s.source, reason)] += 1
 
-    if excluded:
+    def drop_keys(samples: list[Sample], keys: set[str] | frozenset[str], reason: str) -> list[Sample]:
+        """``samples`` without those whose image key is in ``keys``, each counted under ``reason``."""
         kept = []
         for s in samples:
-            if s.key in excluded:
-                drop(s, "excluded")
+            if s.key in keys:
+                drop(s, reason)
             else:
                 kept.append(s)
-        samples = kept
+        return kept
+
+    samples = drop_keys(samples, excluded, "excluded")
 
     if dedupe_within:  # an image with two labels anywhere has no trustworthy label: drop every copy
         labels_of: dict[str, set[str]] = defaultdict(set)
@@ -323,13 +331,7 @@ def dedupe(
         for key in sorted(bad):
             where = ", ".join(f"{s.split}/{s.source}/{s.filename}={s.label!r}" for s in copies[key])
             stats.conflicts.append(f"{key[:12]}: {where}")
-        kept = []
-        for s in samples:
-            if s.key in bad:
-                drop(s, "conflict")
-            else:
-                kept.append(s)
-        samples = kept
+        samples = drop_keys(samples, bad, "conflict")
 
     test_keys = {s.key for s in samples if s.split == "test"}
     kept, seen = [], set()
@@ -399,7 +401,7 @@ def hash_excluded(folders: list[str], workers: int) -> frozenset[str]:
         files += sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
     def work(chunk: list[Path]) -> list[str]:
-        return [hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest() for p in chunk]
+        return [image_key(p.read_bytes()) for p in chunk]
 
     return frozenset(parallel(work, files, workers, "hash --exclude"))
 
