@@ -1,6 +1,6 @@
 """Captcha recognition API (FastAPI + onnxruntime, no PyTorch).
 
-    uvicorn server_fastapi:app --host 0.0.0.0 --port 8000               # as in the reference tutorial
+    uvicorn server_fastapi:app --host 0.0.0.0 --port 8000 --timeout-keep-alive 30   # the tutorial's, + KEEP_ALIVE_S
     uvicorn server_fastapi:app --host 0.0.0.0 --port 8000 --workers 2   # one process per worker, models in each
     python server_fastapi.py --port 8000 --workers 2                    # the same through uvicorn.run
 
@@ -60,6 +60,12 @@ log = logging.getLogger("captcha_ocr.api")
 ROOT = Path(__file__).resolve().parent
 ERROR_FIELDS = {"error", "detail"}
 MAX_ALLOWED_CHARS = 2000  # an explicit `allowed` set longer than this is a mistake, not a charset
+# uvicorn closes an idle keep-alive connection after this many seconds (its own default is 5). Clients such as
+# httpx and requests pools keep idle connections for 5 s too, so at uvicorn's default the server's close and the
+# client's reuse of the same connection can cross: the client then reads a reset (httpx.ReadError) under load.
+# A server keep-alive above the clients' expiry removes that race; `make ready` and `python server_fastapi.py`
+# pass it, and so should a hand-written `uvicorn server_fastapi:app --timeout-keep-alive 30`.
+KEEP_ALIVE_S = 30
 
 
 def _env_int(name: str, default: int) -> int:
@@ -467,4 +473,5 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1, help="processes; each loads every model")
     args = parser.parse_args()
-    uvicorn.run("server_fastapi:app", host=args.host, port=args.port, workers=args.workers)
+    uvicorn.run("server_fastapi:app", host=args.host, port=args.port, workers=args.workers,
+                timeout_keep_alive=KEEP_ALIVE_S)  # fmt: skip

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.engine import discover_models  # noqa: E402
+from server_fastapi import KEEP_ALIVE_S  # noqa: E402
 
 REALDEV = ROOT.parent / "shared" / "realdev"
 
@@ -107,7 +108,8 @@ def start_server(checkpoints: Path, workers: int, threads: int) -> tuple[subproc
     port = free_port()
     env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "CAPTCHA_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+           "--workers", str(workers), "--timeout-keep-alive", str(KEEP_ALIVE_S), "--log-level", "warning",
+           "--no-access-log"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

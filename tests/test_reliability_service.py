@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import ROOT, calibration_images
-from server_fastapi import Settings, create_app
+from server_fastapi import KEEP_ALIVE_S, Settings, create_app
 from server_flask import create_app as create_page_app
 
 HOST = "127.0.0.1"  # everything here stays on loopback
@@ -61,7 +61,7 @@ class Api:
         self.url = f"http://{HOST}:{self.port}"
         env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "CAPTCHA_THREADS": "1", "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", HOST, "--port", str(self.port),
-               "--no-access-log", "--log-level", "warning"]  # fmt: skip
+               "--timeout-keep-alive", str(KEEP_ALIVE_S), "--no-access-log", "--log-level", "warning"]  # fmt: skip
         self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
@@ -479,6 +479,23 @@ def test_onnx_files_are_opened_from_the_models_folder_only(serving_checkpoints, 
         assert client.post("/predict", files=[("files", ("a.png", png, "image/png"))]).status_code == 200
     assert opened and all(root in p.parents and p.name == "model.onnx" for p in opened), opened
     assert len(opened) == len(set(opened))  # loaded once, at start: requests never open model files
+
+
+def test_an_idle_keep_alive_connection_outlives_the_clients_pool_expiry(api):
+    """httpx and requests keep an idle connection for 5 s, uvicorn's own default keep-alive. At equal timeouts the
+    server's close and a client's reuse can cross (the load run once lost a request to httpx.ReadError that way),
+    so the API keeps idle connections for KEEP_ALIVE_S: a connection idle for 6 s must still answer."""
+    assert KEEP_ALIVE_S > 6
+    request = f"GET /health HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    with socket.create_connection((HOST, api.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        for pause in (6, 0):  # 6 s: longer than the clients' 5 s pool expiry; uvicorn's default closes here
+            sock.sendall(request)
+            status = stream.readline()
+            assert status.startswith(b"HTTP/1.1 200"), status  # b"" once the server has closed the connection
+            headers = dict(line.decode().split(":", 1) for line in iter(stream.readline, b"\r\n"))
+            stream.read(int(headers["content-length"]))  # the whole body, so the next read is the next answer
+            time.sleep(pause)
 
 
 # ---------------------------------------------------------------- load

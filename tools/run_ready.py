@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.engine import discover_models  # noqa: E402
+from server_fastapi import KEEP_ALIVE_S  # noqa: E402
 
 
 def wait_until_up(url: str, procs: list[subprocess.Popen], timeout: float = 90.0) -> bool:
@@ -71,7 +72,7 @@ def main() -> int:
     upstream = f"http://{local}:{args.api_port}"
     env = {**os.environ, "API_UPSTREAM": upstream, "CAPTCHA_CHECKPOINTS": str(checkpoints)}
     api = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", args.host, "--port", str(args.api_port),
-           "--workers", str(args.api_workers)]  # fmt: skip
+           "--workers", str(args.api_workers), "--timeout-keep-alive", str(KEEP_ALIVE_S)]  # fmt: skip
     page = [sys.executable, "-m", "gunicorn", "--workers", str(args.page_workers), "--threads", "4",
             "--bind", f"{args.host}:{args.port}", "--access-logfile", "-", "server_flask:create_app()"]  # fmt: skip
     procs = [subprocess.Popen(api, cwd=ROOT, env=env), subprocess.Popen(page, cwd=ROOT, env=env)]
