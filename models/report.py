@@ -96,8 +96,33 @@ TARGETS: list[tuple[str, Callable[[Scored], bool], str, float]] = [
     ("ctext, rows without edge_clip", lambda r: r.source == "ctext" and "edge_clip" not in r.flags, "em", 0.90),
     ("ruoyi", lambda r: r.source == "ruoyi", "answer_acc", 0.99),
     ("own test split", lambda r: r.source.split("/")[0] == "test", "em", 0.99),
+    # The same split scored by the rules of the realdev rows above: 99% exact match over all of it cannot be reached,
+    # since 4 of EasyCaptcha's 10 builtin fonts draw no case (about 5% of its Latin images) and Kaptcha words that
+    # run off the canvas lose glyphs (edge_clip, ~20% of ctext). This row shows what is left on the readable rows.
+    (
+        "own test split, scored like realdev",
+        lambda r: r.source.split("/")[0] == "test" and "edge_clip" not in r.flags,
+        "realdev_rule",
+        0.99,
+    ),
 ]
-METRIC_NAMES = {"em": "exact match", "em_nocase": "exact match, ignoring case", "answer_acc": "answer accuracy"}
+METRIC_NAMES = {
+    "em": "exact match",
+    "em_nocase": "exact match, ignoring case",
+    "answer_acc": "answer accuracy",
+    "realdev_rule": "answer for arithmetic, EasyCaptcha case ignored, ctext exact without edge_clip",
+}
+
+
+def read_like_realdev_targets(row: Scored) -> bool:
+    """The realdev targets' rule for one row: the answer for arithmetic, exact match for Kaptcha ctext and Chinese,
+    exact match ignoring case for EasyCaptcha's Latin types (whose four caseless fonts hide the case)."""
+    family = row.source.split("/")[-1]
+    if row.answer is not None:
+        return solve(row.pred) == row.answer
+    if family in ("easy", "easy_gif") and not row.type.startswith("cn"):
+        return row.pred.lower() == row.label.lower()
+    return row.pred == row.label
 
 
 def target_table(rows: Sequence[Scored]) -> list[dict]:
@@ -107,7 +132,12 @@ def target_table(rows: Sequence[Scored]) -> list[dict]:
         members = [r for r in rows if keep(r)]
         if not members:
             continue
-        value = summarize([r.pred for r in members], [r.label for r in members], [r.answer for r in members])[metric]
+        if metric == "realdev_rule":
+            value = sum(map(read_like_realdev_targets, members)) / len(members)
+        else:
+            value = summarize([r.pred for r in members], [r.label for r in members], [r.answer for r in members])[
+                metric
+            ]
         table.append({"name": name, "metric": metric, "n": len(members), "value": value, "target": target,
                       "met": value is not None and value >= target})  # fmt: skip
     return table

@@ -202,6 +202,21 @@ def test_ctext_every_style(ctext_all):
             assert r["answer"] == ""
 
 
+def test_ctext_flags_words_that_run_off_the_canvas(classes, tmp_path):
+    """edge_clip marks text ink within 2 px of a side, as in realdev; long words on small canvases run off (realdev:
+    6 chars 49%, 4 chars 0.8%), and wide canvases keep every word whole."""
+    out = tmp_path / "ctext"
+    sizes = "--sizes", "96x32:1,256x64:1"
+    run(classes, "KaptchaTextRunner", "smart", str(out), "240", *sizes, "--len", "4:1,6:1", "--seed", "3")
+    rows = read_meta(out)
+    assert {r["flags"] for r in rows} == {"", "edge_clip"}
+    rate = {}
+    for key in [("96", 6), ("96", 4), ("256", 4)]:
+        group = [r for r in rows if r["width"] == key[0] and len(r["label"]) == key[1]]
+        rate[key] = sum(r["flags"] == "edge_clip" for r in group) / len(group)
+    assert rate[("96", 6)] > 0.5 and rate[("256", 4)] == 0 and rate[("96", 6)] > rate[("96", 4)], rate
+
+
 def test_ruoyi_math_and_char(classes, tmp_path):
     out = tmp_path / "ruoyi"
     run(classes, "RuoyiRunner", "smart", str(out), "400", "--mix", "ruoyi_math:3,ruoyi_char:1", "--seed", "4")

@@ -51,8 +51,9 @@ def make_source(root: Path, rows: list[tuple[str, str, bytes | None]], layout: s
         return root
     (root / "labels.txt").write_text("".join(f"{n}\t{lab}\n" for n, lab, _ in rows) + extra, encoding="utf-8")
     if layout == "runner":
-        meta = ["filename\tlabel\ttype\twidth\theight\tfont\tanswer"]
-        meta += [f"{n}\t{lab}\tspec\t48\t18\tDejaVu Sans\t" for n, lab, _ in rows]
+        meta = ["filename\tlabel\ttype\twidth\theight\tfont\tanswer\tflags"]
+        meta += [f"{n}\t{lab}\tspec\t48\t18\tDejaVu Sans\t\t{'edge_clip' if i == 1 else ''}"
+                 for i, (n, lab, _) in enumerate(rows)]  # fmt: skip
         (root / "meta.tsv").write_text("\n".join(meta) + "\n", encoding="utf-8")
     else:
         (root / "charset.txt").write_text("0123456789+-=×÷？?", encoding="utf-8")
@@ -145,7 +146,9 @@ def test_labels_are_unified_and_meta_kept(tmp_path, sources):
         "height": "18",
         "font": "DejaVu Sans",
         "answer": "",
+        "flags": "",
     }
+    assert meta[1]["flags"] == "edge_clip"  # the runner's flag travels, so evaluate.py --exclude-flag works
     assert {m["source"] for m in meta} == {"easy", "ruoyi"}
 
 

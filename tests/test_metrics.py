@@ -1,6 +1,7 @@
 import pytest
 
 from models.metrics import answer_accuracy, cer, exact_match, levenshtein, summarize
+from models.report import Scored, read_like_realdev_targets, target_table
 
 
 @pytest.mark.parametrize(("a", "b", "d"), [("", "", 0), ("abc", "", 3), ("kitten", "sitting", 3), ("abcd", "abdc", 2)])
@@ -33,3 +34,20 @@ def test_summarize():
 def test_length_mismatch_raises():
     with pytest.raises(ValueError):
         exact_match(["a"], [])
+
+
+def test_own_test_split_scored_like_the_realdev_targets():
+    rows = [
+        Scored("a.png", "AbCd", "abcd", 1.0, "test/easy", "spec"),  # EasyCaptcha Latin: case ignored
+        Scored("b.gif", "xY3z", "xy3z", 1.0, "test/easy", "gif_numlower"),
+        Scored("c.png", "中文字符", "中文字待", 1.0, "test/easy", "cn"),  # Chinese: exact
+        Scored("d.png", "3+5=?", "3+6=?", 1.0, "test/easy", "arith", answer=9),  # the answer is what counts
+        Scored("e.png", "AbCd", "abcd", 1.0, "test/ctext", "text:water:normal:noise"),  # Kaptcha: case counts
+        Scored("f.png", "AbCdEf", "AbCd", 1.0, "test/ctext", "text:water:compact:noise", flags="edge_clip"),
+        Scored("g.png", "3+5=?", "3+5=?", 1.0, "easy", "arith", answer=8),  # realdev rows stay out of the test rows
+    ]
+    assert [read_like_realdev_targets(r) for r in rows] == [True, True, False, True, False, False, True]
+    table = {t["name"]: t for t in target_table(rows)}
+    assert table["own test split"]["n"] == 6 and table["own test split"]["value"] == 0  # exact match: none
+    readable = table["own test split, scored like realdev"]
+    assert readable["n"] == 5 and readable["value"] == pytest.approx(3 / 5) and not readable["met"]

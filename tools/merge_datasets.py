@@ -77,7 +77,7 @@ from models.charset import Charset, normalize_label, read_labels, write_labels
 from models.preprocess import load_image
 
 SPLIT_PREFIX = {"train": "tr", "val": "va", "test": "te"}  # output names: tr_00000001.png, ...
-META_COLUMNS = ("filename", "label", "source", "type", "width", "height", "font", "answer")
+META_COLUMNS = ("filename", "label", "source", "type", "width", "height", "font", "answer", "flags")
 LABEL_FILES = ("labels.txt", "labels.tsv", "meta.tsv")  # first one found in a source is its label file
 ALT_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".PNG", ".JPG", ".JPEG", ".GIF")
 IMAGE_SUFFIXES = frozenset(s.lower() for s in ALT_SUFFIXES)
@@ -114,6 +114,7 @@ class Sample:
     type: str = ""
     font: str = ""
     answer: str = ""
+    flags: str = ""  # e.g. edge_clip (KaptchaTextRunner), kept so evaluate.py --exclude-flag works on a merged split
     family: str = ""  # the row's own source column (a merged split given as a source), written to meta.tsv
     size: int = 0  # bytes
     key: str = ""  # BLAKE2b-128 of the file bytes, hex
@@ -178,7 +179,7 @@ def read_source(split: str, name: str, root: Path, limit: int | None, stats: Sta
         label = normalize_label(row.label)
         sample = Sample(split, name, row.filename, image_dir / row.filename, label)
         sample.type, sample.font, sample.answer = extra.get("type", ""), extra.get("font", ""), extra.get("answer", "")
-        sample.family = extra.get("source", "")
+        sample.family, sample.flags = extra.get("source", ""), extra.get("flags", "")
         stats.rows_read[(split, name)] += 1
         if not label:
             stats.problem("empty_label", sample, name, f"{label_file}: {row.filename}: label {row.label!r} is empty")
@@ -490,7 +491,7 @@ def write_meta(path: Path, rows: list[Sample]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("\t".join(META_COLUMNS) + "\n")
         for s in rows:
-            values = (s.dest_name, s.label, s.family or s.source, s.type, s.width, s.height, s.font, s.answer)
+            values = (s.dest_name, s.label, s.family or s.source, s.type, s.width, s.height, s.font, s.answer, s.flags)
             f.write("\t".join(map(cell, values)) + "\n")
 
 

@@ -62,8 +62,15 @@ final class Common {
     /** A resolved font and the name meta.tsv records for it (e.g. "Dialog", "builtin:ransom"). */
     record ChosenFont(Font font, String name) {}
 
-    /** One drawn image: encoded bytes plus what the label files record. */
-    record Sample(byte[] bytes, String extension, String label, String answer, String font) {}
+    /**
+     * One drawn image: encoded bytes plus what the label files record. {@code flags} is empty or a comma-separated
+     * list, e.g. {@code edge_clip} when glyphs run off the canvas (the realdev set's flag of the same name).
+     */
+    record Sample(byte[] bytes, String extension, String label, String answer, String font, String flags) {
+        Sample(byte[] bytes, String extension, String label, String answer, String font) {
+            this(bytes, extension, label, answer, font, "");
+        }
+    }
 
     static final class UsageException extends RuntimeException {
         private static final long serialVersionUID = 1L;
@@ -811,7 +818,7 @@ final class Common {
                         String name = String.format(Locale.ROOT, "%08d.%s", job.index(), sample.extension());
                         Files.write(images.resolve(name), sample.bytes());
                         samples[k] = new Sample(null, sample.extension(), sample.label(), sample.answer(),
-                                sample.font());
+                                sample.font(), sample.flags());
                         progress.step();
                     }
                     return null;
@@ -856,7 +863,7 @@ final class Common {
 
     static void writeLabels(Path out, List<Job> jobs, Sample[] samples) throws IOException {
         StringBuilder labels = new StringBuilder();
-        StringBuilder meta = new StringBuilder("filename\tlabel\ttype\twidth\theight\tfont\tanswer\n");
+        StringBuilder meta = new StringBuilder("filename\tlabel\ttype\twidth\theight\tfont\tanswer\tflags\n");
         for (int k = 0; k < jobs.size(); k++) { // jobs are in index order, so names are sorted
             Job job = jobs.get(k);
             Sample s = samples[k];
@@ -864,7 +871,8 @@ final class Common {
             labels.append(name).append('\t').append(s.label()).append('\n');
             meta.append(name).append('\t').append(s.label()).append('\t').append(job.type()).append('\t')
                     .append(job.width()).append('\t').append(job.height()).append('\t').append(s.font())
-                    .append('\t').append(s.answer() == null ? "" : s.answer()).append('\n');
+                    .append('\t').append(s.answer() == null ? "" : s.answer()).append('\t').append(s.flags())
+                    .append('\n');
         }
         Files.writeString(out.resolve("labels.txt"), labels, StandardCharsets.UTF_8);
         Files.writeString(out.resolve("meta.tsv"), meta, StandardCharsets.UTF_8);

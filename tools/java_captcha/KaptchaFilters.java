@@ -64,6 +64,21 @@ final class KaptchaFilters {
         return image;
     }
 
+    /**
+     * Whether the rendered word has ink (alpha above a faint edge) within {@code strip} pixels of the left or right
+     * side: then glyphs were cut off, since Kaptcha centres a word for 2 px gaps and draws it with wider ones.
+     */
+    static boolean inkNearSides(BufferedImage word, int strip) {
+        for (int y = 0; y < word.getHeight(); y++) {
+            for (int k = 0; k < strip; k++) {
+                if ((word.getRGB(k, y) >>> 24) > 32 || (word.getRGB(word.getWidth() - 1 - k, y) >>> 24) > 32) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
     // ---------------------------------------------------------------- pixel transforms
 
     static final int EDGE_ZERO = 0;

@@ -19,6 +19,7 @@ public final class KaptchaTextRunner implements Common.Family {
     static final String[] DISTORTIONS = {"water", "shadow", "fisheye"};
     static final Map<String, Integer> SPACING = Map.of("normal", 3, "wide", 6, "compact", 1);
     static final String[] NOISE = {"noise", "nonoise"};
+    static final int EDGE_STRIP = 2; // text ink this close to a side: meta.tsv flags the image edge_clip, as realdev
     static final Color BACKGROUND_FROM = new Color(255, 255, 255);
     static final Color BACKGROUND_TO = new Color(233, 238, 243);
 
@@ -85,12 +86,13 @@ public final class KaptchaTextRunner implements Common.Family {
         Font[] chosen = fonts.perCharacter(job.fonts(), word.toString(), Font.BOLD, fontSize, rnd, used);
         Color color = new Color(Integer.parseInt(COLORS.pick(rnd), 16));
         BufferedImage text = KaptchaFilters.renderWord(word.toString(), chosen, fontSize, color, charSpace, w, h);
+        String flags = KaptchaFilters.inkNearSides(text, EDGE_STRIP) ? "edge_clip" : ""; // fishEye draws on text
         BufferedImage distorted = switch (distortion) {
             case "water" -> KaptchaFilters.waterRipple(text, noise, Color.BLACK, rnd);
             case "shadow" -> KaptchaFilters.shadowGimpy(text, noise, Color.BLACK, rnd);
             default -> KaptchaFilters.fishEye(text, rnd);
         };
         BufferedImage image = KaptchaFilters.onGradient(distorted, BACKGROUND_FROM, BACKGROUND_TO);
-        return new Common.Sample(Common.png(image), "png", word.toString(), null, String.join("+", used));
+        return new Common.Sample(Common.png(image), "png", word.toString(), null, String.join("+", used), flags);
     }
 }
