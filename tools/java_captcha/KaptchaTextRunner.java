@@ -64,9 +64,9 @@ public final class KaptchaTextRunner implements Common.Family {
     @Override
     public Map<String, Double> defaultFonts(String type) {
         // The reference passes "Arial,Microsoft YaHei,SimSun,Noto Sans CJK SC": on Linux three of them are Dialog.
-        // The real samples also show lighter and serif glyphs (ink per glyph about 25% below DejaVu Sans Bold), hence
-        // Noto Sans CJK (lighter Latin), DejaVu Serif and Noto Serif CJK; see docs/generators.md.
-        return Common.Weighted.parse("Dialog:2,Noto Sans CJK SC:2,Serif:1,Noto Serif CJK SC:1", "fonts").asMap();
+        // The real samples also show lighter and serif glyphs, mostly Noto's high-contrast serif and light sans
+        // Latin: weights fitted to realdev's ink and width per character (docs/generators.md, "ctext fonts").
+        return Common.Weighted.parse("Dialog:3,Noto Sans CJK SC:8,Serif:1,Noto Serif CJK SC:8", "fonts").asMap();
     }
 
     @Override
