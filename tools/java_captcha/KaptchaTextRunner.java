@@ -63,10 +63,12 @@ public final class KaptchaTextRunner implements Common.Family {
 
     @Override
     public Map<String, Double> defaultFonts(String type) {
-        // The reference passes "Arial,Microsoft YaHei,SimSun,Noto Sans CJK SC": on Linux three of them are Dialog.
-        // The real samples also show lighter and serif glyphs, mostly Noto's high-contrast serif and light sans
-        // Latin: weights fitted to realdev's ink and width per character (docs/generators.md, "ctext fonts").
-        return Common.Weighted.parse("Dialog:3,Noto Sans CJK SC:8,Serif:1,Noto Serif CJK SC:8", "fonts").asMap();
+        // The reference passes "Arial,Microsoft YaHei,SimSun,Noto Sans CJK SC", which this JDK maps to Dialog three
+        // times. The real samples are lighter, narrower and shorter than that and show Times-like serifs and a light
+        // sans: a broad mix of the installed fonts, weighted to match realdev's ink, width and height per character
+        // (docs/generators.md, "ctext fonts").
+        return Common.Weighted.parse("Dialog:3,Liberation Sans:3,Liberation Serif:2,Noto Sans CJK SC:2,"
+                + "Noto Serif CJK SC:1,Serif:1,WenQuanYi Zen Hei:2", "fonts").asMap();
     }
 
     @Override
