@@ -214,7 +214,7 @@ def test_ctext_flags_words_that_run_off_the_canvas(classes, tmp_path):
     for key in [("96", 6), ("96", 4), ("256", 4)]:
         group = [r for r in rows if r["width"] == key[0] and len(r["label"]) == key[1]]
         rate[key] = sum(r["flags"] == "edge_clip" for r in group) / len(group)
-    assert rate[("96", 6)] > 0.5 and rate[("256", 4)] == 0 and rate[("96", 6)] > rate[("96", 4)], rate
+    assert rate[("96", 6)] > 0.3 and rate[("256", 4)] == 0 and rate[("96", 6)] > 5 * rate[("96", 4)], rate
 
 
 def test_ruoyi_math_and_char(classes, tmp_path):
