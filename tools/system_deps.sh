@@ -9,10 +9,12 @@ need=()
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium)
 if command -v fc-list >/dev/null 2>&1; then
-  fc-list | grep -qi 'DejaVu Sans' || need+=(fonts-dejavu-core)
-  fc-list | grep -qi 'Liberation' || need+=(fonts-liberation)
-  fc-list | grep -qi 'Noto Sans CJK' || need+=(fonts-noto-cjk)
-  fc-list | grep -qi 'WenQuanYi Zen Hei' || need+=(fonts-wqy-zenhei)
+  # Read the list once: `fc-list | grep -q` under pipefail fails when grep stops early and fc-list gets SIGPIPE.
+  fonts="$(fc-list : family 2>/dev/null)"
+  grep -qi 'DejaVu Sans' <<<"$fonts" || need+=(fonts-dejavu-core)
+  grep -qi 'Liberation' <<<"$fonts" || need+=(fonts-liberation)
+  grep -qi 'Noto Sans CJK' <<<"$fonts" || need+=(fonts-noto-cjk)
+  grep -qi 'WenQuanYi Zen Hei' <<<"$fonts" || need+=(fonts-wqy-zenhei)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
@@ -27,7 +29,7 @@ fi
 
 echo "system-deps: missing ${need[*]}"
 case " ${need[*]} " in *default-jdk*) echo "  JDK:   brew install openjdk (macOS)";; esac
-case " ${need[*]} " in *fonts-*) echo "  fonts: brew install --cask font-noto-sans-cjk font-liberation (macOS)";; esac
+case " ${need[*]} " in *fonts-*) echo "  fonts: brew install --cask font-dejavu font-liberation font-noto-sans-cjk-sc font-noto-serif-cjk-sc font-wenquanyi-zen-hei (macOS)";; esac
 case " ${need[*]} " in
   *chromium*) echo "  browser: $PY -m playwright install chromium"; "$PY" -m playwright install chromium || true;;
 esac
