@@ -117,11 +117,9 @@ METRIC_NAMES = {
 def read_like_realdev_targets(row: Scored) -> bool:
     """The realdev targets' rule for one row: the answer for arithmetic, exact match for Kaptcha ctext and Chinese,
     exact match ignoring case for EasyCaptcha's Latin types (whose four caseless fonts hide the case)."""
-    family = row.source.split("/")[-1]
-    if row.answer is not None:
-        return solve(row.pred) == row.answer
-    if family in ("easy", "easy_gif") and not row.type.startswith("cn"):
-        return row.pred.lower() == row.label.lower()
+    easy_latin = row.source.split("/")[-1] in ("easy", "easy_gif") and not row.type.startswith("cn")
+    if row.answer is not None or easy_latin:
+        return reads_correctly(row.pred, row.label, row.answer)
     return row.pred == row.label
 
 
