@@ -78,7 +78,8 @@ class Config:
     seed: int = 42
     resume: bool = False  # continue from <out>/<arch>/last.pt
     init: str = ""  # fine-tune from this checkpoint (charset extended with new characters)
-    teacher: str = ""  # distil from this trained checkpoint: its input size and charset are adopted
+    teacher: str = ""  # distil from this trained checkpoint: its input size and charset are adopted (with --init:
+    #                    the init model must already have them, e.g. an earlier student of the same teacher)
     distill: float = 1.0  # weight of the frame-wise KL divergence to the teacher, added to the CTC loss
     dry_run: bool = False  # one batch on the CPU, nothing written
     val_every: int = 1  # evaluate the test set every N epochs (selection runs every epoch)
@@ -311,9 +312,11 @@ def train(cfg: Config) -> dict:
         spec = init_meta.spec
     teacher = None
     if cfg.teacher:
-        if cfg.init:
-            raise SystemExit("--teacher and --init together: pick one")
         teacher = load_model(cfg.teacher, device)
+        if cfg.init and (init_meta.spec != teacher.meta.spec or not init_meta.charset.startswith(teacher.meta.charset)):
+            raise SystemExit(f"--init {cfg.init} does not fit --teacher {cfg.teacher}: the student must take the "
+                             "teacher's input size and start its charset with the teacher's (a model distilled from "
+                             "this teacher does); drop one of the two")  # fmt: skip
         spec = teacher.meta.spec  # the student sees exactly the teacher's input (a resumed run already does)
         log(rank, f"--teacher {cfg.teacher}: {teacher.meta.arch}, input {spec.img_w}x{spec.img_h}x{spec.channels}")
     charset = Charset(init_meta.charset) if init_meta and cfg.resume else None

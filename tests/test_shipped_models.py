@@ -17,9 +17,12 @@ from models.report import reads_correctly
 CHECKPOINTS = ROOT / "checkpoints"
 ARCHS = ("vanilla_crnn", "crnn_resnet34", "svtr_tiny")
 MiB = 2**20
-# Issue 6 asks for 0.90. The shipped default reads 95.4% of this sample (582 of 610: easy 98.0%, easy_gif 97.5%,
-# ctext 87.6% ignoring case, ruoyi 100%).
+# Issue 6 asks for 0.90. The shipped default reads 96.6% of this sample (589 of 610: easy 98.3%, easy_gif 95.0%,
+# ctext 91.8%, ruoyi 100%).
 DEFAULT_READ_FLOOR = 0.90
+# Every architecture must read, not only the default: on the same sample crnn_resnet34 reads 89.8% (548 of 610),
+# svtr_tiny 90.2% (550), vanilla_crnn 96.6% (589).
+ARCH_READ_FLOOR = 0.80
 
 shipped = discover_models(CHECKPOINTS)
 pytestmark = pytest.mark.skipif(not shipped, reason="no models shipped in checkpoints/")
@@ -47,11 +50,11 @@ def test_default_is_shipped_and_openable_without_torch_files():
     assert engine.meta.arch in ARCHS
 
 
-@pytest.mark.skipif(not REALDEV.is_dir(), reason="../shared/realdev not present")
-def test_default_model_reads_real_captchas():
+def read_real_captchas(model_dir) -> dict[str, list[bool]]:
+    """Per family of the fixed realdev sample: whether each captcha was read (see the module docstring)."""
     from models.dataset import read_folder
 
-    engine = load_engine(CHECKPOINTS / default_model_name(CHECKPOINTS))
+    engine = load_engine(model_dir)
     results: dict[str, list[bool]] = {}
     for family in ("easy", "easy_gif", "ctext", "ruoyi"):
         if not (REALDEV / family).is_dir():
@@ -60,9 +63,26 @@ def test_default_model_reads_real_captchas():
         samples = [s for s in samples[::2] if "edge_clip" not in s.flags.split(",")]
         preds = engine.predict([s.path for s in samples])
         results[family] = [reads_correctly(p.text, s.label, s.answer) for p, s in zip(preds, samples, strict=True)]
+    return results
+
+
+def rates(results: dict[str, list[bool]]) -> dict[str, str]:
+    return {k: f"{100 * sum(v) / len(v):.1f}%" for k, v in results.items()}
+
+
+@pytest.mark.skipif(not REALDEV.is_dir(), reason="../shared/realdev not present")
+def test_default_model_reads_real_captchas():
+    results = read_real_captchas(CHECKPOINTS / default_model_name(CHECKPOINTS))
     every = [ok for oks in results.values() for ok in oks]
     assert len(every) >= 300
-    per_family = {k: f"{100 * sum(v) / len(v):.1f}%" for k, v in results.items()}
-    assert sum(every) / len(every) >= DEFAULT_READ_FLOOR, per_family
+    assert sum(every) / len(every) >= DEFAULT_READ_FLOOR, rates(results)
     if "ruoyi" in results:  # arithmetic captchas are solved, not only read
-        assert sum(results["ruoyi"]) / len(results["ruoyi"]) >= 0.99, per_family
+        assert sum(results["ruoyi"]) / len(results["ruoyi"]) >= 0.99, rates(results)
+
+
+@pytest.mark.skipif(not REALDEV.is_dir(), reason="../shared/realdev not present")
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_shipped_architecture_reads_real_captchas(arch):
+    results = read_real_captchas(CHECKPOINTS / arch)
+    every = [ok for oks in results.values() for ok in oks]
+    assert sum(every) / len(every) >= ARCH_READ_FLOOR, rates(results)

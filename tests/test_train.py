@@ -166,9 +166,14 @@ def test_teacher_sets_the_students_input_and_charset(tiny_data, tmp_path, sharp_
     assert student.meta.charset.startswith(teacher.meta.charset)
 
 
-def test_teacher_and_init_together_are_refused(tiny_data, tmp_path, sharp_models):
-    best = str(sharp_models["vanilla_crnn"] / "best.pt")
-    cmd = train_cmd(tiny_data, tmp_path, "--teacher", best, "--init", best, "--dry-run")
+def test_init_and_teacher_together_need_the_teachers_input_and_charset(tiny_data, tmp_path, sharp_models):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    gray_teacher = str(sharp_models["vanilla_crnn"] / "best.pt")  # 32x128x1
+    rgb_student = str(sharp_models["crnn_resnet34"] / "best.pt")  # 32x128x3: cannot take the teacher's input
+    cmd = train_cmd(tiny_data, tmp_path, "--arch", "crnn_resnet34", "--init", rgb_student, "--teacher", gray_teacher,
+                    "--dry-run")  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
-    assert out.returncode != 0 and "pick one" in out.stderr
+    assert out.returncode != 0 and "does not fit --teacher" in out.stderr
+    # a student that already has the teacher's input and charset (here: the teacher itself) continues distilling
+    out = run(train_cmd(tiny_data, tmp_path, "--init", gray_teacher, "--teacher", gray_teacher, "--dry-run"))
+    assert "dry run: one batch" in out.stdout + out.stderr
