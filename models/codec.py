@@ -6,13 +6,24 @@ computed over the emitted characters only, never over blank frames:
 * a character's confidence is the highest softmax probability over the frames of its run;
 * the sequence confidence is the product of the character confidences (the chance that every emitted
   character is right), 0.0 for an empty result.
+
+Letter case: many captchas draw all their letters in one case (EasyCaptcha's upper/lower-only types, Kaptcha
+configured with one case), and some fonts draw ``a`` and ``A`` alike (four of EasyCaptcha's ten built-in fonts).
+A CTC model decides each character on its own, so in such a font it mixes cases at random (``RxMCEd``). The
+decoder adds one prior, ``case_prior``: the chance that a captcha's letters share one case. For each emitted
+letter with both cases in the charset, ``q`` is the share of its case partner pair's probability mass (summed
+over the letter's frames) that is uppercase; the decoder compares three readings, as predicted, all uppercase,
+all lowercase, by ``prior x prod(q or 1 - q)`` and keeps the best. A clearly drawn case (q near 0 or 1) is never
+overruled; a single letter never changes. ``case_prior=0`` turns this off.
 """
 
 from __future__ import annotations
 
+import argparse
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -26,6 +37,9 @@ CHARSET_PRESETS = {
     "alnum": string.digits + string.ascii_letters,
     "arith": string.digits + "+-*/x=?",
 }
+
+
+CASE_PRIOR = 0.2  # chosen on dataset/val (0.1-0.5 gave the same within 0.1 point), docs/benchmarks.md
 
 
 @dataclass
@@ -56,12 +70,68 @@ def encode_batch(labels: Sequence[str], charset: Charset) -> tuple[np.ndarray, n
     return flat, lengths
 
 
-def greedy_decode(logits: np.ndarray, charset: Charset, allowed: str | None = None) -> list[Decoded]:
+def case_prior_arg(text: str) -> float:
+    """argparse type for ``--case-prior``: a float in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1) (0 turns the case prior off)")
+    return value
+
+
+@lru_cache(maxsize=16)
+def _case_tables(symbols: str) -> tuple[np.ndarray, np.ndarray]:
+    index = {ch: i for i, ch in enumerate(symbols, start=1)}
+    partner = np.arange(len(symbols) + 1)
+    for ch, i in index.items():
+        partner[i] = index.get(ch.swapcase(), i)
+    is_upper = np.array([False] + [ch.isupper() for ch in symbols])
+    partner.flags.writeable = is_upper.flags.writeable = False
+    return partner, is_upper
+
+
+def case_partners(charset: Charset) -> np.ndarray:
+    """``partner[class_id]``: the class of the same letter in the other case, or the class itself."""
+    return _case_tables(charset.symbols)[0]
+
+
+def harmonize_case(text: str, confs: list[float], upper_share: list[float], partner_conf: list[float], prior: float):
+    """Pick the best of: ``text`` as predicted, all its cased letters upper, all lower (module docstring)."""
+    cased = [i for i, share in enumerate(upper_share) if share >= 0]
+    if len(cased) < 2 or prior <= 0:
+        return text, confs
+    q = np.clip(np.array([upper_share[i] for i in cased]), 1e-9, 1 - 1e-9)
+    k = len(q)
+    uniform = (1 - prior) / 2**k  # prior of any one assignment when cases are independent
+    one_case = (q >= 0.5).all() or (q < 0.5).all()
+    scores = [
+        np.log(np.maximum(q, 1 - q)).sum() + np.log(uniform + (prior / 2 if one_case else 0.0)),
+        np.log(q).sum() + np.log(uniform + prior / 2),
+        np.log(1 - q).sum() + np.log(uniform + prior / 2),
+    ]
+    choice = int(np.argmax(scores))  # ties keep the prediction
+    if choice == 0:
+        return text, confs
+    chars, confs = list(text), list(confs)
+    for i in cased:
+        wanted = chars[i].upper() if choice == 1 else chars[i].lower()
+        if wanted != chars[i]:
+            chars[i], confs[i] = wanted, partner_conf[i]
+    return "".join(chars), confs
+
+
+def greedy_decode(
+    logits: np.ndarray, charset: Charset, allowed: str | None = None, case_prior: float = CASE_PRIOR
+) -> list[Decoded]:
     """Decode ``logits (B, T, num_classes)``; ``allowed`` restricts the output to a character subset.
 
     With ``allowed``, the other classes are masked out before the softmax, so probabilities are renormalised
-    over blank plus the allowed characters.
+    over blank plus the allowed characters. ``case_prior``: see the module docstring (0 = off).
     """
+    if not 0 <= case_prior < 1:
+        raise ValueError(f"case_prior must be in [0, 1), got {case_prior}")
     logits = np.asarray(logits, dtype=np.float32)
     if logits.ndim != 3 or logits.shape[2] != charset.num_classes:
         raise ValueError(f"expected logits (B, T, {charset.num_classes}), got {logits.shape}")
@@ -87,13 +157,29 @@ def greedy_decode(logits: np.ndarray, charset: Charset, allowed: str | None = No
     run_conf = np.maximum.reduceat(flat_p, start_idx)
     run_sample = start_idx // steps
     emitted = run_class != BLANK
+
+    # Case evidence per run: the letter's and its partner's probability mass over the run's frames.
+    partner, upper_class = _case_tables(charset.symbols)
+    has_partner = partner[run_class] != run_class
+    harmonize = case_prior > 0 and bool((has_partner & emitted).any())
+    if harmonize:
+        flat_partner_p = np.take_along_axis(probs.reshape(batch * steps, -1), partner[flat][:, None], axis=1)[:, 0]
+        mass_self = np.add.reduceat(flat_p.astype(np.float64), start_idx)
+        mass_partner = np.add.reduceat(flat_partner_p.astype(np.float64), start_idx)
+        share_self = mass_self / np.maximum(mass_self + mass_partner, 1e-30)
+        is_upper = upper_class[run_class]
+        upper_share = np.where(has_partner, np.where(is_upper, share_self, 1 - share_self), -1.0)[emitted]
+        partner_conf = np.maximum.reduceat(flat_partner_p, start_idx)[emitted].astype(np.float64)
     run_class, run_conf, run_sample = run_class[emitted], run_conf[emitted], run_sample[emitted]
 
-    counts = np.bincount(run_sample, minlength=batch)
+    cuts = np.cumsum(np.bincount(run_sample, minlength=batch))[:-1]
     symbols = np.array(list(" " + charset.symbols))  # index 0 (blank) never emitted
-    chars_per_sample = np.split(symbols[run_class], np.cumsum(counts)[:-1])
-    confs_per_sample = np.split(run_conf.astype(np.float64), np.cumsum(counts)[:-1])
+    texts = ["".join(chars) for chars in np.split(symbols[run_class], cuts)]
+    confs_per_sample = [[float(c) for c in confs] for confs in np.split(run_conf.astype(np.float64), cuts)]
+    if harmonize:
+        for b, (share, other) in enumerate(zip(np.split(upper_share, cuts), np.split(partner_conf, cuts), strict=True)):
+            texts[b], confs_per_sample[b] = harmonize_case(texts[b], confs_per_sample[b], share, other, case_prior)
     return [
-        Decoded("".join(chars), float(np.prod(confs)) if len(confs) else 0.0, [float(c) for c in confs])
-        for chars, confs in zip(chars_per_sample, confs_per_sample, strict=True)
+        Decoded(text, float(np.prod(confs)) if confs else 0.0, confs)
+        for text, confs in zip(texts, confs_per_sample, strict=True)
     ]

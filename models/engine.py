@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from models.arith import solve
-from models.codec import greedy_decode
+from models.codec import CASE_PRIOR, greedy_decode
 from models.meta import ONNX_META_KEY, ModelMeta
 from models.preprocess import ImageSource, preprocess
 
@@ -41,6 +41,7 @@ class Engine:
         self.name = meta.arch  # the model's name: its checkpoints/ folder when opened from one (load_engine)
         self.charset = meta.charset_obj
         self.spec = meta.spec
+        self.case_prior = CASE_PRIOR  # models.codec: chance that a captcha's letters share one case (0 = off)
 
     @property
     def arch(self) -> str:
@@ -53,7 +54,9 @@ class Engine:
         """Predict preprocessed inputs ``float32 (N, C, H, W)``."""
         if len(batch) == 0:
             return []
-        decoded = greedy_decode(self.logits(np.ascontiguousarray(batch, dtype=np.float32)), self.charset, allowed)
+        decoded = greedy_decode(
+            self.logits(np.ascontiguousarray(batch, dtype=np.float32)), self.charset, allowed, self.case_prior
+        )
         return [Prediction(d.text, solve(d.text), d.confidence, d.char_confidences) for d in decoded]
 
     def predict(self, sources: Sequence[ImageSource], allowed: str | None = None) -> list[Prediction]:

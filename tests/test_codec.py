@@ -94,3 +94,52 @@ def test_encode_batch():
 def test_softmax_rows_sum_to_one():
     p = softmax(np.random.default_rng(0).normal(size=(3, 4, 5)))
     assert np.allclose(p.sum(-1), 1.0)
+
+
+CASED = Charset("0123456789ABCDabcd")  # 'A' -> 11 ... 'D' -> 14, 'a' -> 15 ... 'd' -> 18
+
+
+def letters_path(letters, upper_logit):
+    """One frame per letter, blank between: each letter's upper and lower form get the given logits."""
+    frames = []
+    for ch, (up, low) in zip(letters, upper_logit, strict=True):
+        frame = np.full(CASED.num_classes, -5.0, np.float32)
+        frame[CASED.encode(ch.upper())[0]], frame[CASED.encode(ch.lower())[0]] = up, low
+        blank = np.full(CASED.num_classes, -5.0, np.float32)
+        blank[BLANK] = 10.0
+        frames += [frame, blank]
+    return np.stack(frames)[None]
+
+
+def test_case_prior_makes_a_caseless_reading_one_case():
+    # A font that draws both cases alike: every letter nearly 50/50, the argmax mixes cases ("aBcD").
+    logits = letters_path("abcd", [(4.9, 5.0), (5.0, 4.9), (4.9, 5.0), (5.0, 4.9)])
+    assert greedy_decode(logits, CASED, case_prior=0)[0].text == "aBcD"
+    (d,) = greedy_decode(logits, CASED)
+    assert d.text in ("abcd", "ABCD")
+    assert len(d.char_confidences) == 4 and 0.4 < min(d.char_confidences) < 0.6
+    assert d.confidence == pytest.approx(np.prod(d.char_confidences))
+
+
+def test_case_prior_never_overrules_a_clearly_drawn_case():
+    # Mixed case drawn clearly, and a mix of clear and caseless letters: the clear ones decide.
+    clear = letters_path("abcd", [(0.0, 9.0), (9.0, 0.0), (0.0, 9.0), (9.0, 0.0)])
+    assert greedy_decode(clear, CASED)[0].text == "aBcD"
+    partly = letters_path("abcd", [(0.0, 9.0), (0.0, 9.0), (5.0, 4.9), (0.0, 9.0)])
+    assert greedy_decode(partly, CASED, case_prior=0)[0].text == "abCd"
+    assert greedy_decode(partly, CASED)[0].text == "abcd"
+
+
+def test_case_prior_leaves_single_letters_digits_and_restrictions_alone():
+    one = letters_path("a", [(5.0, 4.9)])
+    assert greedy_decode(one, CASED)[0].text == "A"  # one letter: no evidence about a shared case
+    mixed = letters_path("ab", [(5.0, 4.9), (4.9, 5.0)])
+    assert greedy_decode(mixed, CASED, allowed="upper")[0].text == "AB"
+    assert greedy_decode(mixed, CASED, allowed="lower")[0].text == "ab"
+    digits = one_hot_path([2, 0, 3, 0, 4], CASED.num_classes)
+    assert greedy_decode(digits, CASED)[0].text == "123"
+
+
+def test_case_prior_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="case_prior"):
+        greedy_decode(letters_path("ab", [(1.0, 0.0), (1.0, 0.0)]), CASED, case_prior=1.0)

@@ -97,3 +97,21 @@ def test_evaluate_realdev_layout(sharp_models):
                str(REALDEV / "ctext"), "--exclude-flag", "edge_clip"])  # fmt: skip
     assert "| ruoyi/ruoyi_math | 200 |" in out.stdout
     assert "| ctext | " in out.stdout and "| ctext | 400 |" not in out.stdout  # edge_clip rows left out
+
+
+def test_case_prior_bench_prints_a_row_per_folder_and_skips_broken_images(sharp_models, folder):
+    out = run(["bench/case_prior.py", "--model", str(sharp_models["vanilla_crnn"]), "--priors", "0,0.2", str(folder)])
+    row = next(line for line in out.stdout.splitlines() if line.startswith(f"| {folder} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "20" and cells[2].endswith("%") and "(+" in cells[3]  # 20 readable, counts against prior 0
+    assert "broken.png" in out.stderr
+
+
+def test_infer_case_prior_flag_is_validated(sharp_models, folder):
+    image = str(folder / "images" / "00000.png")
+    for prior in ("0", "0.5"):
+        out = run(["infer.py", "--model", str(sharp_models["vanilla_crnn"]), "--jsonl", "--case-prior", prior, image])
+        assert json.loads(out.stdout)["file"] == image
+    for bad in ("x", "1.5"):
+        out = run(["infer.py", "--model", str(sharp_models["vanilla_crnn"]), "--case-prior", bad, image], expect=2)
+        assert "--case-prior" in out.stderr and "[0, 1)" in out.stderr

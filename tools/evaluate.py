@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from models.codec import CASE_PRIOR, case_prior_arg  # noqa: E402
 from models.dataset import read_folder  # noqa: E402
 from models.engine import BACKENDS, Engine, load_engine  # noqa: E402
 from models.preprocess import ImageError, preprocess  # noqa: E402
@@ -101,6 +102,11 @@ def main() -> int:
     parser.add_argument("--name", help="report file name (default: model arch)")
     parser.add_argument("--exclude-flag", default="", help="skip rows carrying this flag (e.g. edge_clip)")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument(
+        "--case-prior", type=case_prior_arg, default=CASE_PRIOR,
+        help="chance that a captcha's letters share one case, used where the glyphs leave case open "
+        "(default %(default)s; 0 = decide each letter alone)",
+    )  # fmt: skip
     parser.add_argument("--targets", action="store_true", help="also print the shipped model's accuracy targets")
     args = parser.parse_args()
 
@@ -109,6 +115,7 @@ def main() -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    engine.case_prior = args.case_prior
     rows: list[Scored] = []
     target_rows: list[Scored] = []  # realdev rows as they are, any other folder's tagged with its name
     for folder in map(Path, args.folders):
