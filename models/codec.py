@@ -39,7 +39,7 @@ CHARSET_PRESETS = {
 }
 
 
-CASE_PRIOR = 0.2  # chosen on dataset/val (0.1-0.5 gave the same within 0.1 point), docs/benchmarks.md
+CASE_PRIOR = 0.2  # chosen on dataset/val: 0.2, 0.3 and 0.5 tie, 0.2 breaks fewest (docs/benchmarks.md)
 
 
 @dataclass
@@ -83,6 +83,7 @@ def case_prior_arg(text: str) -> float:
 
 @lru_cache(maxsize=16)
 def _case_tables(symbols: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per class id: its case partner (the same letter in the other case, else itself) and whether it is uppercase."""
     index = {ch: i for i, ch in enumerate(symbols, start=1)}
     partner = np.arange(len(symbols) + 1)
     for ch, i in index.items():
@@ -90,11 +91,6 @@ def _case_tables(symbols: str) -> tuple[np.ndarray, np.ndarray]:
     is_upper = np.array([False] + [ch.isupper() for ch in symbols])
     partner.flags.writeable = is_upper.flags.writeable = False
     return partner, is_upper
-
-
-def case_partners(charset: Charset) -> np.ndarray:
-    """``partner[class_id]``: the class of the same letter in the other case, or the class itself."""
-    return _case_tables(charset.symbols)[0]
 
 
 def harmonize_case(text: str, confs: list[float], upper_share: list[float], partner_conf: list[float], prior: float):
