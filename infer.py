@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.codec import CASE_PRIOR, case_prior_arg
+from models.codec import add_case_prior_argument
 from models.engine import BACKENDS, default_model_name, discover_models, load_engine
 from models.preprocess import ImageError, preprocess
 from models.registry import ARCH_NAMES
@@ -58,11 +58,7 @@ def main() -> int:
     parser.add_argument("--jsonl", action="store_true", help="one JSON object per image")
     parser.add_argument("--allowed", help="digits, letters, upper, lower, alnum, arith, or the characters themselves")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument(
-        "--case-prior", type=case_prior_arg, default=CASE_PRIOR,
-        help="chance that a captcha's letters share one case, used where the glyphs leave case open "
-        "(default %(default)s; 0 = decide each letter alone)",
-    )  # fmt: skip
+    add_case_prior_argument(parser)
     args = parser.parse_args()
 
     if args.arch and not (CHECKPOINTS / args.arch).is_dir():

@@ -81,6 +81,15 @@ def case_prior_arg(text: str) -> float:
     return value
 
 
+def add_case_prior_argument(parser: argparse.ArgumentParser) -> None:
+    """``--case-prior`` for the command-line tools; set ``engine.case_prior = args.case_prior`` after parsing."""
+    parser.add_argument(
+        "--case-prior", type=case_prior_arg, default=CASE_PRIOR,
+        help="chance that a captcha's letters share one case, used where the glyphs leave case open "
+        "(default %(default)s; 0 = decide each letter alone)",
+    )  # fmt: skip
+
+
 @lru_cache(maxsize=16)
 def _case_tables(symbols: str) -> tuple[np.ndarray, np.ndarray]:
     """Per class id: its case partner (the same letter in the other case, else itself) and whether it is uppercase."""

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from models.codec import CASE_PRIOR, case_prior_arg  # noqa: E402
+from models.codec import add_case_prior_argument  # noqa: E402
 from models.dataset import read_folder  # noqa: E402
 from models.engine import BACKENDS, Engine, load_engine  # noqa: E402
 from models.preprocess import ImageError, preprocess  # noqa: E402
@@ -102,11 +102,7 @@ def main() -> int:
     parser.add_argument("--name", help="report file name (default: model arch)")
     parser.add_argument("--exclude-flag", default="", help="skip rows carrying this flag (e.g. edge_clip)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument(
-        "--case-prior", type=case_prior_arg, default=CASE_PRIOR,
-        help="chance that a captcha's letters share one case, used where the glyphs leave case open "
-        "(default %(default)s; 0 = decide each letter alone)",
-    )  # fmt: skip
+    add_case_prior_argument(parser)
     parser.add_argument("--targets", action="store_true", help="also print the shipped model's accuracy targets")
     args = parser.parse_args()
 
