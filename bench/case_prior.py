@@ -18,28 +18,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import numpy as np  # noqa: E402
+from evaluate import preprocessed_batches  # noqa: E402
 
 from models.codec import CASE_PRIOR, greedy_decode  # noqa: E402
 from models.dataset import read_folder  # noqa: E402
 from models.engine import load_engine  # noqa: E402
-from models.preprocess import ImageError, preprocess  # noqa: E402
 
 
 def folder_logits(engine, folder: Path, batch: int) -> tuple[np.ndarray, list[str]]:
     samples, _ = read_folder(folder, source=folder.name)
-    chunks, labels = [], []
-    for start in range(0, len(samples), batch):
-        arrays = []
-        for sample in samples[start : start + batch]:
-            try:
-                arrays.append(preprocess(sample.path, engine.spec))
-                labels.append(sample.label)
-            except ImageError as e:
-                print(f"skipped {sample.path}: {e}", file=sys.stderr)
-        if arrays:
-            chunks.append(engine.logits(np.stack(arrays)))
+    chunks, labels, errors = [], [], []
+    for chunk, inputs in preprocessed_batches(engine, samples, batch, errors):
+        chunks.append(engine.logits(inputs))
+        labels += [s.label for s in chunk]
+    for line in errors:
+        print(f"skipped {line}", file=sys.stderr)
     return np.concatenate(chunks), labels
 
 

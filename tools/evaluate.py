@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,10 +35,10 @@ from models.report import (  # noqa: E402
 )
 
 
-def score_samples(engine: Engine, samples: list, batch: int = 64) -> tuple[list[Scored], list[str]]:
-    """Predict ``samples`` (models.dataset.Sample) in batches; unreadable images are returned as error lines."""
-    rows: list[Scored] = []
-    errors: list[str] = []
+def preprocessed_batches(
+    engine: Engine, samples: list, batch: int, errors: list[str]
+) -> Iterator[tuple[list, np.ndarray]]:
+    """``(readable samples, their inputs)`` per batch of ``samples``; unreadable images go to ``errors`` as lines."""
     for start in range(0, len(samples), batch):
         chunk, arrays = [], []
         for sample in samples[start : start + batch]:
@@ -46,9 +47,16 @@ def score_samples(engine: Engine, samples: list, batch: int = 64) -> tuple[list[
                 chunk.append(sample)
             except ImageError as e:
                 errors.append(f"{sample.path}: {e}")
-        if not chunk:
-            continue
-        for s, pred in zip(chunk, engine.predict_arrays(np.stack(arrays)), strict=True):
+        if chunk:
+            yield chunk, np.stack(arrays)
+
+
+def score_samples(engine: Engine, samples: list, batch: int = 64) -> tuple[list[Scored], list[str]]:
+    """Predict ``samples`` (models.dataset.Sample) in batches; unreadable images are returned as error lines."""
+    rows: list[Scored] = []
+    errors: list[str] = []
+    for chunk, inputs in preprocessed_batches(engine, samples, batch, errors):
+        for s, pred in zip(chunk, engine.predict_arrays(inputs), strict=True):
             rows.append(Scored(s.path.name, s.label, pred.text, pred.confidence, s.source, s.type, s.answer, s.flags))
     return rows, errors
 
