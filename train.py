@@ -27,7 +27,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +245,24 @@ def evaluate(model, samples: list[Sample], spec: InputSpec, charset: Charset, cf
     return rows, unreadable
 
 
+def cpu_runs_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or AMX); on others bf16 autocast is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # no oneDNN build or the private probe is gone: do as asked
+        return True
+
+
+def resolve_amp(cfg: Config, device: torch.device, rank: int) -> Config:
+    """``--amp bf16`` on a CPU without bf16 kernels trains in fp32: emulated bf16 made a ResNet-CRNN step 14x slower
+    on an AVX2-only EPYC (docs/benchmarks.md, "Training on CPUs without AVX-512")."""
+    if device.type != "cpu" or cfg.amp != "bf16" or cpu_runs_bf16():
+        return cfg
+    log(rank, "warning: --amp bf16: this CPU has no bf16 instructions (AVX-512 or AMX), where bf16 is emulated and "
+              "training runs many times slower; training in fp32 instead (as with --amp off)")  # fmt: skip
+    return replace(cfg, amp="off")
+
+
 def autocast(cfg: Config, device: torch.device):
     if cfg.amp == "off" or (device.type == "cpu" and cfg.amp != "bf16"):
         return torch.autocast(device.type, enabled=False)
@@ -289,6 +307,7 @@ def train(cfg: Config) -> dict:
     rank, world, device = setup_distributed(cfg)
     if cfg.dry_run:
         device = torch.device("cpu")
+    cfg = resolve_amp(cfg, device, rank)
     seed_everything(cfg.seed + rank)
     out_dir = Path(cfg.out) / cfg.arch
     img_w = math.ceil(cfg.img_w / cfg.pad_multiple) * cfg.pad_multiple

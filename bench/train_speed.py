@@ -98,7 +98,12 @@ def data_rate(img_h: int, img_w: int, channels: int, n: int = 300) -> tuple[floa
 
 
 def run_synthetic(args) -> list[dict]:
+    import train
+
+    bf16_runs = train.cpu_runs_bf16()  # emulated bf16 is ~14x slower than fp32 and would take minutes per cell
     print(f"# torch {torch.__version__}, {args.threads} threads, batch {args.batch}, median of {args.repeats}")
+    if not bf16_runs:
+        print("# this CPU has no bf16 instructions (AVX-512 or AMX): bf16 columns not measured")
     print("| model | input HxW | fp32 img/s | bf16 img/s | bf16 + channels_last img/s |")
     print("|---|---|---|---|---|")
     results = []
@@ -109,7 +114,7 @@ def run_synthetic(args) -> list[dict]:
             channels = default_channels(arch)
             cells, row = [], {"model": label, "input": f"{img_h}x{img_w}x{channels}"}
             for bf16, channels_last in ((False, False), (True, False), (True, True)):
-                if channels_last and arch == "svtr_tiny":
+                if (channels_last and arch == "svtr_tiny") or (bf16 and not bf16_runs):
                     cells.append("-")
                     continue
                 rates = []
@@ -216,6 +221,7 @@ def loader_rate(setup: dict, samples: list, batch: int, img_w: int, args, device
     known = {f.name for f in fields(train.Config)}
     cfg = train.Config(**{k: v for k, v in setup["config"].items() if k in known})
     cfg.amp = args.amp or cfg.amp
+    cfg = train.resolve_amp(cfg, device, 0)  # what train.py would run: fp32 where the CPU lacks bf16 kernels
     charset = Charset(setup["charset"])
     spec = InputSpec(setup["img_h"], img_w, setup["channels"])
     arch_args = {**setup["arch_args"], **default_arch_args(setup["arch"], spec.img_h, img_w)}

@@ -77,3 +77,18 @@ def train_cmd(data: Path, out: Path, *extra: str, train_root: str = "train") -> 
         "--val-root", str(data / "test"), "--out", str(out), "--batch", "16", "--num-workers", "0", "--lr", "3e-3",
         "--seed", "7", "--arch-args", TINY_CRNN, *extra,
     ]  # fmt: skip
+
+
+def int8_weight_extremes(model_file: Path) -> tuple[int, int] | None:
+    """Smallest and largest int8 weight of a quantized ONNX model (None when it has no int8 weights).
+
+    onnxruntime on x86 CPUs without VNNI adds pairs of uint8 x int8 products in 16 bits: weights within [-64, 64]
+    (tools/quantize.py's 7-bit weights) cannot saturate it, full-range ones can and do."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(model_file))
+    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    if not weights:
+        return None
+    return int(min(w.min() for w in weights)), int(max(w.max() for w in weights))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from fixtures import make_dataset
+from fixtures import int8_weight_extremes, make_dataset
 
 from conftest import REALDEV, ROOT, realdev_rows
 from models.engine import OnnxEngine, discover_models, read_onnx_meta
@@ -34,6 +34,8 @@ def test_int8_reads_like_fp32_and_keeps_metadata(tmp_path, calib):
     source = read_onnx_meta(SHIPPED / "model.onnx")
     assert (meta.arch, meta.charset, meta.spec) == (source.arch, source.charset, source.spec)
     assert meta.metrics["quantization"]["method"].startswith("static QDQ int8")
+    low, high = int8_weight_extremes(out / "model.onnx")
+    assert low >= -64 and high <= 64, "weights must be 7-bit, or AVX2-only CPUs saturate (tools/quantize.py)"
     assert (out / "model.onnx").stat().st_size < 0.6 * (SHIPPED / "model.onnx").stat().st_size
     # an int8-only folder is an ONNX model, not a torch one
     assert "vanilla_crnn_int8" in discover_models(out.parent)

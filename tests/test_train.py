@@ -177,3 +177,17 @@ def test_init_and_teacher_together_need_the_teachers_input_and_charset(tiny_data
     # a student that already has the teacher's input and charset (here: the teacher itself) continues distilling
     out = run(train_cmd(tiny_data, tmp_path, "--init", gray_teacher, "--teacher", gray_teacher, "--dry-run"))
     assert "dry run: one batch" in out.stdout + out.stderr
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_trains_in_fp32(monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT))
+    import train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_runs_bf16", lambda: False)
+    assert train.resolve_amp(train.Config(amp="bf16"), cpu, 0).amp == "off"
+    assert "no bf16 instructions" in capsys.readouterr().out
+    assert train.resolve_amp(train.Config(amp="bf16"), torch.device("cuda"), 0).amp == "bf16"  # GPUs decide alone
+    monkeypatch.setattr(train, "cpu_runs_bf16", lambda: True)
+    assert train.resolve_amp(train.Config(amp="bf16"), cpu, 0).amp == "bf16"
+    assert capsys.readouterr().out == ""
