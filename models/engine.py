@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,28 @@ def _meta_of(session, path) -> ModelMeta:
     return ModelMeta.from_dict(json.loads(props[ONNX_META_KEY]))
 
 
+def x86_cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo on x86 Linux; empty elsewhere (ARM lists no ``flags``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def saturates_here(meta: ModelMeta, cpu_flags: set[str] | None = None) -> bool:
+    """Whether an int8 model with full-range 8-bit weights runs on an x86 CPU without VNNI, where onnxruntime's
+    16-bit pair sums saturate (tools/quantize.py: such a model read 52% where its fp32 source read 93%)."""
+    quantization = meta.metrics.get("quantization") or {}
+    if not quantization or "7-bit" in str(quantization.get("method", "")):
+        return False
+    flags = x86_cpu_flags() if cpu_flags is None else cpu_flags
+    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni"}
+
+
 class OnnxEngine(Engine):
     backend = "onnx"
 
@@ -98,6 +121,13 @@ class OnnxEngine(Engine):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         super().__init__(_meta_of(self.session, path), Path(path))
+        if saturates_here(self.meta):
+            warnings.warn(
+                f"{path}: an int8 model with 8-bit weights on a CPU without VNNI, where onnxruntime saturates and many "
+                "readings come out wrong; quantize it again with tools/quantize.py (7-bit weights) or use the fp32 model",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(["logits"], {"images": batch})[0]

@@ -63,3 +63,30 @@ def test_drop_beyond_limit_writes_nothing(tmp_path, calib):
 def test_missing_model_is_a_clear_error(tmp_path, calib):
     done = quantize("--model", str(tmp_path / "nope"), "--calib", str(calib), "--out", str(tmp_path / "o"))
     assert done.returncode == 2 and "no model file" in done.stderr
+
+
+@pytest.mark.skipif(not (ROOT / "checkpoints" / "vanilla_crnn_int8").is_dir(), reason="no shipped int8 model")
+def test_full_range_int8_warns_on_a_cpu_without_vnni(tmp_path, monkeypatch):
+    import json
+
+    import onnx
+
+    import models.engine as engine
+    from models.meta import ONNX_META_KEY
+
+    proto = onnx.load(str(ROOT / "checkpoints" / "vanilla_crnn_int8" / "model.onnx"))
+    entry = next(e for e in proto.metadata_props if e.key == ONNX_META_KEY)
+    record = json.loads(entry.value)
+    record["metrics"]["quantization"]["method"] = "static QDQ int8, per-channel weights"  # as quantized before 7-bit
+    entry.value = json.dumps(record)
+    old = tmp_path / "model.onnx"
+    onnx.save(proto, str(old))
+
+    monkeypatch.setattr(engine, "x86_cpu_flags", lambda: {"sse4_2", "avx2", "fma"})
+    with pytest.warns(RuntimeWarning, match="without VNNI"):
+        engine.OnnxEngine(old)
+    assert not engine.saturates_here(engine.OnnxEngine(ROOT / "checkpoints" / "vanilla_crnn_int8" / "model.onnx").meta)
+    monkeypatch.setattr(engine, "x86_cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert not engine.saturates_here(engine.OnnxEngine(old).meta)
+    monkeypatch.setattr(engine, "x86_cpu_flags", set)  # ARM: no x86 flags, no saturating kernel
+    assert not engine.saturates_here(engine.OnnxEngine(old).meta)
