@@ -6,6 +6,7 @@ Not a script. It needs numpy and the project's ``models`` package, never torch.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -192,6 +193,16 @@ def quantize_int8(src: str | Path, dst: str | Path, op_types: Sequence[str] | No
     from models.engine import read_onnx_meta
 
     logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic warns about pre-processing on every call
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types or []))
+    # onnxruntime writes "<model>-inferred.onnx" beside its input while it quantizes: work on a copy beside dst, so
+    # that a read-only or shared checkpoints folder is never written to.
+    dst = Path(dst)
+    source_copy = dst.with_name(dst.stem + ".source.onnx")
+    shutil.copyfile(src, source_copy)
+    try:
+        quantize_dynamic(
+            str(source_copy), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(op_types or [])
+        )
+    finally:
+        source_copy.unlink(missing_ok=True)
     read_onnx_meta(dst)  # raises ValueError when the metadata was lost
     return Path(dst)

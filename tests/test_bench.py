@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from bench.common import quantize_int8
 from bench.run_all import BEGIN, END, write_document
 from conftest import ROOT
 
@@ -50,6 +53,31 @@ def test_writer_creates_a_missing_document(tmp_path):
     doc = tmp_path / "reports" / "b.md"
     write_document(doc, "block")
     assert doc.read_text(encoding="utf-8") == f"# Benchmarks\n\n{BEGIN}\nblock\n{END}\n"
+
+
+def test_dynamic_quantization_never_writes_into_the_model_folder(sharp_models, tmp_path, monkeypatch):
+    # onnxruntime writes a "-inferred" file beside the model it quantizes and deletes it afterwards; the benchmark
+    # must not do that in checkpoints/ (read-only installs, a server listing the folder at the same time). Root
+    # ignores file modes, so the writes are recorded instead of forbidden.
+    import onnx
+
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    shutil.copy(sharp_models["vanilla_crnn"] / "model.onnx", folder / "model.onnx")
+    written = []
+    infer = onnx.shape_inference.infer_shapes_path
+
+    def recording(model_path, output_path="", *args, **kwargs):
+        written.append(Path(output_path or model_path).resolve())
+        return infer(model_path, output_path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", recording)
+    out = quantize_int8(folder / "model.onnx", tmp_path / "int8.onnx")
+    assert written, "onnxruntime no longer runs shape inference through a file: this test checks nothing"
+    assert all(path.parent != folder.resolve() for path in written), written
+    assert out.is_file() and out.stat().st_size < (folder / "model.onnx").stat().st_size
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "shipped"]
 
 
 # One header row per table each stage writes (the generators stage may be skipped where there is no JDK).
