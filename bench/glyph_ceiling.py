@@ -1,0 +1,215 @@
+"""How high can exact match go on Kaptcha ctext? Characters that render alike in one font.
+
+    python bench/glyph_ceiling.py dataset/test
+
+``KaptchaTextRunner`` draws every character of a ctext captcha in a font picked at random from its mix (bold,
+one size per image: ``round(0.72 * height)``). Where two characters of its 62-character set render alike in one
+font (Liberation Sans Bold draws ``l`` and ``I`` as the same bar with the same advance, ``l`` one pixel taller at
+60 pixels), the pixels say nothing about which one it is: the best any reader can do is guess, and it is wrong
+``1 - 1/m`` of the time for a group of ``m`` such characters. This script
+
+1. renders the charset in each font of the mix with Pillow (names resolved with ``fc-match``, as Java resolves
+   its logical fonts ``Dialog`` and ``Serif`` on Linux) at each image height of the folders, and groups the
+   characters whose binarized glyphs lie within ``--shift`` pixels of each other (Hausdorff distance, glyphs on
+   one baseline) and whose advances differ by at most as much; Kaptcha's ripple and fisheye move pixels by more
+   than one. ``--shift 0`` asks for pixel-identical glyphs;
+2. prints those groups per font;
+3. for each labelled folder, takes its ctext rows (``type`` starting with ``text:``) and prints the exact match an
+   ideal reader can expect, ``prod_c (1 - sum_F w_F (1 - 1/m_F(c)))`` per captcha, with rows flagged
+   ``edge_clip`` (glyphs off the canvas) counted apart.
+
+The figure is an upper bound: it counts only this one ambiguity, not distortion, noise or glyphs off the canvas.
+It holds for folders drawn with the mix (our splits), not for ``../shared/realdev``, whose per-character fonts
+are unknown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = ROOT / "tools" / "java_captcha" / "KaptchaTextRunner.java"
+# Java's logical fonts on Linux go through fontconfig's generic families.
+LOGICAL = {"Dialog": "sans", "SansSerif": "sans", "Serif": "serif", "Monospaced": "monospace"}
+
+
+def runner_defaults(source: Path = RUNNER) -> tuple[str, dict[str, float]]:
+    """The charset and the default ctext font mix, read from ``KaptchaTextRunner.java`` (one source of truth)."""
+    text = source.read_text(encoding="utf-8")
+    charset = re.search(r'CHARSET\s*=\s*"([^"]+)"', text)
+    body = re.search(r"defaultFonts\(String type\)\s*\{(.*?)\n    \}", text, re.S)
+    if not charset or not body:
+        raise SystemExit(f"{source}: CHARSET or defaultFonts not found; pass --fonts")
+    call = body.group(1).split("return", 1)[-1].split("asMap")[0]  # past the comments, up to .asMap()
+    mix = "".join(re.findall(r'"([^"]*)"', call)[:-1])  # the last literal is the option name, "fonts"
+    return charset.group(1), parse_mix(mix)
+
+
+def parse_mix(mix: str) -> dict[str, float]:
+    weights = {}
+    for part in mix.split(","):
+        name, _, weight = part.rpartition(":")
+        if not name:
+            raise SystemExit(f"font mix entry {part!r}: expected NAME:WEIGHT")
+        weights[name.strip()] = float(weight)
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()}
+
+
+def font_file(name: str) -> tuple[str, int]:
+    """The bold face fontconfig gives for ``name`` (path, index in a collection)."""
+    pattern = f"{LOGICAL.get(name, name)}:bold"
+    try:
+        out = subprocess.run(
+            ["fc-match", "-f", "%{file}\n%{index}", pattern], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(
+            f"fc-match {pattern!r} failed ({exc}): install fontconfig and the fonts (make system-deps)"
+        ) from exc
+    return out[0], int(out[1] or 0)
+
+
+def glyph(font: ImageFont.FreeTypeFont, char: str, size: int) -> tuple[np.ndarray, float]:
+    """Binarized glyph on a fixed baseline (so height and position count) and its advance in pixels."""
+    canvas = Image.new("L", (3 * size, 2 * size), 0)
+    ImageDraw.Draw(canvas).text((size // 2, int(1.5 * size)), char, fill=255, font=font, anchor="ls")
+    return np.asarray(canvas) > 127, font.getlength(char)
+
+
+def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """Binary dilation by ``steps`` pixels in the chessboard metric (a 3x3 square, ``steps`` times)."""
+    for _ in range(steps):
+        padded = np.pad(mask, 1)
+        grown = np.zeros_like(mask)
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                grown |= padded[dy : dy + mask.shape[0], dx : dx + mask.shape[1]]
+        mask = grown
+    return mask
+
+
+def alike(a: np.ndarray, b: np.ndarray, shift: int) -> bool:
+    """Each glyph lies within ``shift`` pixels of the other (Hausdorff distance <= shift)."""
+    return not (a & ~dilate(b, shift)).any() and not (b & ~dilate(a, shift)).any()
+
+
+def alike_groups(path: str, index: int, charset: str, size: int, shift: int) -> list[str]:
+    """Groups (two or more) of characters whose glyphs differ by at most ``shift`` pixels and whose advances
+    differ by at most ``shift`` pixels: what Kaptcha's ripple and fisheye (several pixels) cannot keep apart."""
+    font = ImageFont.truetype(path, size, index=index)
+    glyphs = [glyph(font, c, size) for c in charset]
+    parent = list(range(len(charset)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (a, adv_a) in enumerate(glyphs):
+        for j in range(i + 1, len(charset)):
+            b, adv_b = glyphs[j]
+            if abs(adv_a - adv_b) <= shift and alike(a, b, shift):
+                parent[find(j)] = find(i)
+    groups: dict[int, str] = {}
+    for i, c in enumerate(charset):
+        groups[find(i)] = groups.get(find(i), "") + c
+    return sorted(g for g in groups.values() if len(g) > 1)
+
+
+def ctext_rows(folder: Path) -> Iterable[tuple[str, int, bool, tuple[str, ...]]]:
+    """(label, image height, edge_clip, fonts used) of the ctext rows of a labelled folder's meta.tsv."""
+    meta = folder / "meta.tsv"
+    if not meta.is_file():
+        raise SystemExit(f"{meta}: not found (a folder written by tools/merge_datasets.py or a runner)")
+    with meta.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if not row.get("type", "").startswith("text:"):
+                continue
+            height = row.get("height", "")
+            if not height.isdigit():
+                image_path = folder / "images" / row["filename"]
+                try:
+                    with Image.open(image_path if image_path.exists() else folder / row["filename"]) as image:
+                        height = image.height
+                except OSError as exc:
+                    print(f"skipped {row['filename']}: {exc}", file=sys.stderr)
+                    continue
+            fonts = tuple(f for f in row.get("font", "").split("+") if f)
+            yield row["label"], int(height), "edge_clip" in row.get("flags", "").split(","), fonts
+
+
+def p_correct(label: str, fonts: tuple[str, ...], wrong: dict[tuple[str, str], float], mix: dict[str, float]) -> float:
+    """Chance that an ideal reader gets every character right. The fonts the runner recorded for the image narrow
+    each character's font to those (weights renormalized); an unknown name leaves the whole mix."""
+    used = {f: mix[f] for f in fonts if f in mix} if all(f in mix for f in fonts) and fonts else dict(mix)
+    total = sum(used.values())
+    p = 1.0
+    for c in label:
+        p *= 1 - sum(w * wrong.get((f, c), 0.0) for f, w in used.items()) / total
+    return p
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="*", type=Path, help="labelled folders drawn with the mix (meta.tsv)")
+    parser.add_argument("--fonts", help="font mix NAME:WEIGHT,... (default: KaptchaTextRunner's)")
+    parser.add_argument("--shift", type=int, default=1, help="pixels two glyphs may differ by (default 1)")
+    parser.add_argument("--heights", default="60", help="image heights to list groups for when no folder is given")
+    args = parser.parse_args()
+
+    charset, mix = runner_defaults()
+    if args.fonts:
+        mix = parse_mix(args.fonts)
+    rows = {folder: list(ctext_rows(folder)) for folder in args.folders}
+    heights = sorted({r[1] for rs in rows.values() for r in rs} or {int(h) for h in args.heights.split(",")})
+    files = {name: font_file(name) for name in mix}
+
+    # wrong[height][(font, char)]: chance that an ideal reader misreads char drawn in font at that height.
+    wrong: dict[int, dict[tuple[str, str], float]] = {}
+    print(f"Characters within {args.shift} px of another (glyph and advance), per font and drawn size:\n")
+    print("| font (weight) | file | size | characters that render alike |")
+    print("|---|---|---:|---|")
+    for height in heights:
+        size = max(16, round(0.72 * height))
+        wrong[height] = {}
+        for name, weight in mix.items():
+            path, index = files[name]
+            groups = alike_groups(path, index, charset, size, args.shift)
+            for group in groups:
+                for c in group:
+                    wrong[height][(name, c)] = 1 - 1 / len(group)
+            shown = " ".join("/".join(g) for g in groups) or "none"
+            print(f"| {name} ({weight:.3f}) | {Path(path).name} | {size} | {shown} |")
+
+    if not rows:
+        return
+    print()
+    print(
+        "| folder | ctext rows | without edge_clip | ideal-reader EM there | expected misses | edge_clip rows "
+        "| ideal EM there |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for folder, samples in rows.items():
+        clean = [p_correct(label, fonts, wrong[h], mix) for label, h, clip, fonts in samples if not clip]
+        clipped = [p_correct(label, fonts, wrong[h], mix) for label, h, clip, fonts in samples if clip]
+        em = 100 * np.mean(clean) if clean else float("nan")
+        em_clip = 100 * np.mean(clipped) if clipped else float("nan")
+        misses = len(clean) - sum(clean) + len(clipped) - sum(clipped)
+        print(
+            f"| {folder} | {len(samples)} | {len(clean)} | {em:.2f}% | {misses:.1f} | {len(clipped)} | {em_clip:.2f}% |"
+        )
+
+
+if __name__ == "__main__":
+    main()
