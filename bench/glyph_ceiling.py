@@ -26,7 +26,6 @@ are unknown.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import subprocess
 import sys
@@ -35,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.dataset import read_meta  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tools" / "java_captcha" / "KaptchaTextRunner.java"
@@ -52,6 +54,11 @@ def runner_defaults(source: Path = RUNNER) -> tuple[str, dict[str, float]]:
     call = body.group(1).split("return", 1)[-1].split("asMap")[0]  # past the comments, up to .asMap()
     mix = "".join(re.findall(r'"([^"]*)"', call)[:-1])  # the last literal is the option name, "fonts"
     return charset.group(1), parse_mix(mix)
+
+
+def drawn_size(height: int) -> int:
+    """The font size KaptchaTextRunner draws an image of this height with."""
+    return max(16, round(0.72 * height))
 
 
 def parse_mix(mix: str) -> dict[str, float]:
@@ -129,30 +136,29 @@ def alike_groups(path: str, index: int, charset: str, size: int, shift: int) -> 
 
 def ctext_rows(folder: Path) -> Iterable[tuple[str, int, bool, tuple[str, ...]]]:
     """(label, image height, edge_clip, fonts used) of the ctext rows of a labelled folder's meta.tsv."""
-    meta = folder / "meta.tsv"
-    if not meta.is_file():
-        raise SystemExit(f"{meta}: not found (a folder written by tools/merge_datasets.py or a runner)")
-    with meta.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            if not row.get("type", "").startswith("text:"):
+    meta = read_meta(folder)
+    if not meta:
+        raise SystemExit(f"{folder / 'meta.tsv'}: not found (a folder written by tools/merge_datasets.py or a runner)")
+    for filename, row in meta.items():
+        if not row.get("type", "").startswith("text:"):
+            continue
+        height = row.get("height", "")
+        if not height.isdigit():
+            image_path = folder / "images" / filename
+            try:
+                with Image.open(image_path if image_path.exists() else folder / filename) as image:
+                    height = image.height
+            except OSError as exc:
+                print(f"skipped {filename}: {exc}", file=sys.stderr)
                 continue
-            height = row.get("height", "")
-            if not height.isdigit():
-                image_path = folder / "images" / row["filename"]
-                try:
-                    with Image.open(image_path if image_path.exists() else folder / row["filename"]) as image:
-                        height = image.height
-                except OSError as exc:
-                    print(f"skipped {row['filename']}: {exc}", file=sys.stderr)
-                    continue
-            fonts = tuple(f for f in row.get("font", "").split("+") if f)
-            yield row["label"], int(height), "edge_clip" in row.get("flags", "").split(","), fonts
+        fonts = tuple(f for f in row.get("font", "").split("+") if f)
+        yield row["label"], int(height), "edge_clip" in row.get("flags", "").split(","), fonts
 
 
 def p_correct(label: str, fonts: tuple[str, ...], wrong: dict[tuple[str, str], float], mix: dict[str, float]) -> float:
     """Chance that an ideal reader gets every character right. The fonts the runner recorded for the image narrow
     each character's font to those (weights renormalized); an unknown name leaves the whole mix."""
-    used = {f: mix[f] for f in fonts if f in mix} if all(f in mix for f in fonts) and fonts else dict(mix)
+    used = {f: mix[f] for f in fonts} if fonts and all(f in mix for f in fonts) else mix
     total = sum(used.values())
     p = 1.0
     for c in label:
@@ -172,23 +178,22 @@ def main() -> None:
     if args.fonts:
         mix = parse_mix(args.fonts)
     rows = {folder: list(ctext_rows(folder)) for folder in args.folders}
-    heights = sorted({r[1] for rs in rows.values() for r in rs} or {int(h) for h in args.heights.split(",")})
+    heights = {r[1] for rs in rows.values() for r in rs} or {int(h) for h in args.heights.split(",")}
     files = {name: font_file(name) for name in mix}
 
-    # wrong[height][(font, char)]: chance that an ideal reader misreads char drawn in font at that height.
+    # wrong[size][(font, char)]: chance that an ideal reader misreads char drawn in font at that size.
     wrong: dict[int, dict[tuple[str, str], float]] = {}
     print(f"Characters within {args.shift} px of another (glyph and advance), per font and drawn size:\n")
     print("| font (weight) | file | size | characters that render alike |")
     print("|---|---|---:|---|")
-    for height in heights:
-        size = max(16, round(0.72 * height))
-        wrong[height] = {}
+    for size in sorted({drawn_size(h) for h in heights}):
+        wrong[size] = {}
         for name, weight in mix.items():
             path, index = files[name]
             groups = alike_groups(path, index, charset, size, args.shift)
             for group in groups:
                 for c in group:
-                    wrong[height][(name, c)] = 1 - 1 / len(group)
+                    wrong[size][(name, c)] = 1 - 1 / len(group)
             shown = " ".join("/".join(g) for g in groups) or "none"
             print(f"| {name} ({weight:.3f}) | {Path(path).name} | {size} | {shown} |")
 
@@ -201,8 +206,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for folder, samples in rows.items():
-        clean = [p_correct(label, fonts, wrong[h], mix) for label, h, clip, fonts in samples if not clip]
-        clipped = [p_correct(label, fonts, wrong[h], mix) for label, h, clip, fonts in samples if clip]
+        clean = [p_correct(label, fonts, wrong[drawn_size(h)], mix) for label, h, clip, fonts in samples if not clip]
+        clipped = [p_correct(label, fonts, wrong[drawn_size(h)], mix) for label, h, clip, fonts in samples if clip]
         em = 100 * np.mean(clean) if clean else float("nan")
         em_clip = 100 * np.mean(clipped) if clipped else float("nan")
         misses = len(clean) - sum(clean) + len(clipped) - sum(clipped)
