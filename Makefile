@@ -37,8 +37,10 @@ $(VENV)/bin/python:
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.stamp-serve: requirements.txt | $(VENV)/bin/python
+# The repository itself is installed in editable mode (pyproject.toml), so `models` imports from anywhere.
+$(VENV)/.stamp-serve: requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-deps -e .
 	@touch $@
 
 $(VENV)/.stamp-train: requirements-train.txt $(VENV)/.stamp-serve
@@ -57,17 +59,9 @@ setup: setup-dev java             ## Create the venv and install everything (ide
 system-deps: ## Install missing system packages: JDK, Latin/CJK fonts, Chromium (apt-get; hints elsewhere)
 	@bash tools/system_deps.sh $(PY)
 
-# ---- Java runners (JDK only; ':' is the classpath separator on Linux and macOS) ----
-JAVA_SRC := $(wildcard tools/java_captcha/*.java)
-$(JAVA_BUILD)/.stamp: $(JAVA_SRC)
-	@mkdir -p $(JAVA_BUILD)
-	@if [ -n "$(JAVA_SRC)" ]; then \
-	  command -v javac >/dev/null || { echo "javac not found: install a JDK (Debian: apt-get install default-jdk-headless; macOS: brew install openjdk)"; exit 1; }; \
-	  echo "javac -> $(JAVA_BUILD)"; javac -encoding UTF-8 -d $(JAVA_BUILD) $(JAVA_SRC); \
-	fi
-	@touch $@
-
-java: $(JAVA_BUILD)/.stamp ## Compile the Java captcha runners in tools/java_captcha
+# ---- Java runners (JDK only): tools/java_build.py recompiles when a source is newer than its class ----
+java: ## Compile the Java captcha runners in tools/java_captcha
+	@$(PYTHON_SYS) tools/java_build.py $(JAVA_BUILD)
 
 # ---- quality ----
 test: system-deps setup ## Set up, then run the whole test suite (browser tests included)

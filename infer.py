@@ -6,7 +6,7 @@
     python infer.py --allowed digits code.png            # restrict the output to a character set
 
 Prints ``file  text  [= answer]  confidence`` per image, or with ``--jsonl`` one JSON object per line:
-``{"file", "text", "answer", "confidence", "arch"}`` (``answer`` is null when the text is not arithmetic).
+``{"file", "text", "answer", "confidence", "model"}`` (plus ``arch``, the old name of ``model``) (``answer`` is null when the text is not arithmetic).
 Folders are searched recursively for PNG, JPEG, GIF, BMP and WebP. Images are read in batches; an unreadable
 file is reported on stderr and the run goes on (exit status 1 if any failed).
 """
@@ -18,15 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from models.codec import add_case_prior_argument
 from models.engine import BACKENDS, default_model_name, discover_models, load_engine
-from models.preprocess import ImageError, preprocess
+from models.paths import CHECKPOINTS
+from models.preprocess import batches, prepare_batch
 from models.registry import ARCH_NAMES
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"}
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
 
 def find_images(paths: list[str]) -> list[Path]:
@@ -79,21 +77,19 @@ def main() -> int:
         print("error: no images found in " + " ".join(args.paths), file=sys.stderr)
         return 2
     failures = 0
-    for start in range(0, len(files), args.batch):
-        good, arrays = [], []
-        for path in files[start : start + args.batch]:
-            try:
-                arrays.append(preprocess(path, engine.spec))
-                good.append(path)
-            except ImageError as e:
-                failures += 1
-                print(f"error: {path}: {e}", file=sys.stderr)
-        if not good:
+    for chunk in batches(files, args.batch):
+        batch = prepare_batch(chunk, engine.spec)
+        for index, error in batch.failures:
+            failures += 1
+            print(f"error: {chunk[index]}: {error}", file=sys.stderr)
+        if not batch.kept:
             continue
-        for path, pred in zip(good, engine.predict_arrays(np.stack(arrays), args.allowed), strict=True):
+        predictions = engine.predict_arrays(batch.inputs, args.allowed)
+        for path, pred in zip([chunk[i] for i in batch.kept], predictions, strict=True):
             if args.jsonl:
+                # "model" names the model file's folder; "arch" is the same value under its old name
                 record = {"file": str(path), "text": pred.text, "answer": pred.answer,
-                          "confidence": round(pred.confidence, 6), "arch": engine.name}  # fmt: skip
+                          "confidence": round(pred.confidence, 6), "model": engine.name, "arch": engine.name}  # fmt: skip
                 print(json.dumps(record, ensure_ascii=False))
             else:
                 answer = "" if pred.answer is None else f" = {pred.answer}"

@@ -34,13 +34,11 @@ import asyncio
 import base64
 import binascii
 import logging
-import os
 import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,60 +53,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.codec import CHARSET_PRESETS, resolve_allowed
 from models.engine import Engine, default_model_name, discover_models, load_engine
 from models.preprocess import ImageError, load_image, normalize, to_canvas
+from service.settings import KEEP_ALIVE_S, MAX_ALLOWED_CHARS, Settings
 
 log = logging.getLogger("captcha_ocr.api")
 ROOT = Path(__file__).resolve().parent
 ERROR_FIELDS = {"error", "detail"}
-MAX_ALLOWED_CHARS = 2000  # an explicit `allowed` set longer than this is a mistake, not a charset
-# uvicorn closes an idle keep-alive connection after this many seconds (its own default is 5). Clients such as
-# httpx and requests pools keep idle connections for 5 s too, so at uvicorn's default the server's close and the
-# client's reuse of the same connection can cross: the client then reads a reset (httpx.ReadError) under load.
-# A server keep-alive above the clients' expiry removes that race; `make ready` and `python server_fastapi.py`
-# pass it, and so should a hand-written `uvicorn server_fastapi:app --timeout-keep-alive 30`.
-KEEP_ALIVE_S = 30
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
-
-
-@dataclass
-class Settings:
-    """Service settings; :meth:`from_env` reads the ``CAPTCHA_*`` environment variables named in the comments."""
-
-    checkpoints: Path = ROOT / "checkpoints"  # CAPTCHA_CHECKPOINTS: folder of <name>/model.onnx
-    max_file_bytes: int = 2 * 1024 * 1024  # CAPTCHA_MAX_FILE_BYTES: one image; captchas are a few KB
-    max_request_bytes: int = 16 * 1024 * 1024  # CAPTCHA_MAX_REQUEST_BYTES: whole body, refused before reading it
-    max_files: int = 64  # CAPTCHA_MAX_FILES: images per request
-    max_pixels: int = 4096 * 4096  # CAPTCHA_MAX_PIXELS: width x height of one frame, checked before decoding
-    max_frames: int = 64  # CAPTCHA_MAX_FRAMES: frames of an animated image
-    threads: int = 1  # CAPTCHA_THREADS: onnxruntime intra-op threads per model (0 = all cores)
-    inference_workers: int = 2  # CAPTCHA_INFERENCE_WORKERS: requests read in parallel per process
-    cors_origins: list[str] = field(default_factory=list)  # CAPTCHA_CORS_ORIGINS: comma-separated; empty = no CORS
-    cors_credentials: bool = False  # CAPTCHA_CORS_CREDENTIALS=1: allow cookies; refused with a "*" origin
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        defaults = cls()
-        origins = [o.strip() for o in os.environ.get("CAPTCHA_CORS_ORIGINS", "").split(",") if o.strip()]
-        return cls(
-            checkpoints=Path(os.environ.get("CAPTCHA_CHECKPOINTS") or defaults.checkpoints),
-            max_file_bytes=_env_int("CAPTCHA_MAX_FILE_BYTES", defaults.max_file_bytes),
-            max_request_bytes=_env_int("CAPTCHA_MAX_REQUEST_BYTES", defaults.max_request_bytes),
-            max_files=_env_int("CAPTCHA_MAX_FILES", defaults.max_files),
-            max_pixels=_env_int("CAPTCHA_MAX_PIXELS", defaults.max_pixels),
-            max_frames=_env_int("CAPTCHA_MAX_FRAMES", defaults.max_frames),
-            threads=_env_int("CAPTCHA_THREADS", defaults.threads),
-            inference_workers=_env_int("CAPTCHA_INFERENCE_WORKERS", defaults.inference_workers),
-            cors_origins=origins,
-            cors_credentials=os.environ.get("CAPTCHA_CORS_CREDENTIALS", "").strip().lower() in ("1", "true", "yes"),
-        )
-
-    def __post_init__(self) -> None:
-        if self.cors_credentials and "*" in self.cors_origins:
-            # Browsers refuse this pair anyway; allowing it would mean reflecting any origin with cookies.
-            raise ValueError("CORS: a '*' origin cannot be combined with credentials; list the origins instead")
 
 
 # ---- response shapes (also the OpenAPI schema) ----

@@ -23,26 +23,21 @@ from __future__ import annotations
 import argparse
 import itertools
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     REALDEV,
     LabelledImage,
     fmt_summary,
     fused_png,
     is_quantized,
-    md_table,
     open_ddddocr,
     percentile,
-    quantize_int8,
+    quantize_dynamic_int8,
     realdev_images,
     spaced,
     summary,
@@ -50,9 +45,11 @@ from bench.common import (  # noqa: E402
     time_calls,
     write_json,
 )
-from models.charset import normalize_label  # noqa: E402
-from models.engine import Engine, OnnxEngine, TorchEngine, default_model_name, discover_models  # noqa: E402
-from models.preprocess import InputSpec, preprocess  # noqa: E402
+from models.charset import normalize_label
+from models.engine import Engine, OnnxEngine, TorchEngine, default_model_name, discover_models
+from models.paths import ROOT
+from models.preprocess import InputSpec, preprocess
+from models.report import md_table
 
 BATCH = 64
 PARTIAL_INT8 = ("LSTM", "MatMul")  # ConvInteger is slow in onnxruntime's CPU provider; this variant leaves convs fp32
@@ -83,7 +80,7 @@ def backends_for(folder: Path, tmp: Path, threads: int) -> list[tuple[str, str, 
             ("onnxruntime int8 dynamic", "int8", None),
             ("onnxruntime int8 dynamic, LSTM+MatMul only", "int8_partial", PARTIAL_INT8),
         ):
-            path = quantize_int8(onnx_path, tmp / f"{folder.name}_{kind}.onnx", ops)
+            path = quantize_dynamic_int8(onnx_path, tmp / f"{folder.name}_{kind}.onnx", ops)
             out.append((label, kind, OnnxEngine(path, threads)))
     return out
 

@@ -17,28 +17,16 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.engine import discover_models  # noqa: E402
-from server_fastapi import KEEP_ALIVE_S  # noqa: E402
-
-REALDEV = ROOT.parent / "shared" / "realdev"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from models.engine import discover_models
+from models.paths import REALDEV, ROOT
+from tools.servers import free_port, uvicorn_command, wait_until_up
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -107,23 +95,13 @@ async def run_level(url: str, image: tuple[str, bytes], arch: str | None, concur
 def start_server(checkpoints: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "CAPTCHA_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers), "--timeout-keep-alive", str(KEEP_ALIVE_S), "--log-level", "warning",
-           "--no-access-log"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    proc = subprocess.Popen(uvicorn_command("127.0.0.1", port, workers, quiet=True), cwd=ROOT, env=env)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                # with several workers, give every worker time to finish loading before measuring
-                time.sleep(1.0 * workers)
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
+    if wait_until_up(f"{url}/health", [proc], timeout=120, need_ok=True):
+        time.sleep(1.0 * workers)  # with several workers, give every worker time to finish loading before measuring
+        return proc, url
+    if proc.poll() is not None:
+        raise SystemExit(f"server exited with {proc.returncode}")
     proc.terminate()
     raise SystemExit("server did not start within 120 s")
 

@@ -17,15 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from evaluate import preprocessed_batches  # noqa: E402
-
-from models.codec import CASE_PRIOR, greedy_decode  # noqa: E402
-from models.dataset import read_folder  # noqa: E402
-from models.engine import load_engine  # noqa: E402
+from models.codec import CASE_PRIOR, greedy_decode
+from models.dataset import read_folder
+from models.engine import load_engine
+from tools.evaluate import preprocessed_batches
 
 
 def folder_logits(engine, folder: Path, batch: int) -> tuple[np.ndarray, list[str]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -16,12 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.paths import REALDEV, TEST_SPLIT
 from models.report import REALDEV_FAMILIES
-
-ROOT = Path(__file__).resolve().parents[1]
-REALDEV = ROOT.parent / "shared" / "realdev"
-TEST_SPLIT = ROOT / "dataset" / "test"
-
 
 # ---- timing and summaries
 
@@ -56,14 +51,6 @@ def fmt_summary(s: dict | None, digits: int = 1, unit: str = "") -> str:
         return "-"
     median = f"{s['median']:,.{digits}f}{unit}"
     return median if s["n"] < 2 else f"{median} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
-
-
-def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[bool] | None = None) -> str:
-    """A GitHub markdown table; ``right`` says per column whether it is right-aligned (numbers)."""
-    right = right or [False] * len(headers)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def write_json(path: str | Path | None, data: object) -> None:
@@ -110,7 +97,7 @@ def realdev_images(families: Sequence[str] = REALDEV_FAMILIES, limit: int = 0) -
 def test_images(limit: int = 0, scratch: Path | None = None) -> tuple[list[LabelledImage], str]:
     """The sample for accuracy comparisons and its description: ``dataset/test`` (``labels.txt``, images in
     ``images/`` or beside it) when it exists, else realdev, else (with ``scratch``) captchas drawn by
-    tests/fixtures.py into ``scratch``."""
+    tools/tiny_dataset.py into ``scratch``."""
     from models.charset import normalize_label, read_labels
 
     labels = next((TEST_SPLIT / name for name in ("labels.txt", "labels.tsv") if (TEST_SPLIT / name).is_file()), None)
@@ -118,14 +105,13 @@ def test_images(limit: int = 0, scratch: Path | None = None) -> tuple[list[Label
         rows = realdev_images(limit=limit)
         if rows or scratch is None:
             return rows, f"../shared/realdev ({len(rows)} images; dataset/test does not exist)"
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fixtures import make_dataset
+        from tools.tiny_dataset import make_dataset
 
         labels = make_dataset(scratch / "fixture_test", limit or 64, seed=1) / "labels.txt"
         rows = [
             LabelledImage(labels.parent / "images" / r.filename, r.label, "fixture") for r in read_labels(labels).rows
         ]
-        return rows, f"{len(rows)} captchas drawn by tests/fixtures.py (no dataset/test, no ../shared/realdev)"
+        return rows, f"{len(rows)} captchas drawn by tools/tiny_dataset.py (no dataset/test, no ../shared/realdev)"
     image_dir = TEST_SPLIT / "images" if (TEST_SPLIT / "images").is_dir() else TEST_SPLIT
     every = [LabelledImage(image_dir / r.filename, normalize_label(r.label), "test") for r in read_labels(labels).rows]
     every = [row for row in every if row.path.is_file()]
@@ -183,7 +169,7 @@ def is_quantized(onnx_path: str | Path) -> bool:
     return any(node.op_type in quantized_ops for node in graph.node)
 
 
-def quantize_int8(src: str | Path, dst: str | Path, op_types: Sequence[str] | None = None) -> Path:
+def quantize_dynamic_int8(src: str | Path, dst: str | Path, op_types: Sequence[str] | None = None) -> Path:
     """onnxruntime dynamic quantization, int8 weights; returns ``dst``. Raises if the captcha-ocr metadata
     (``metadata_props``) did not survive, since the serving code needs it."""
     import logging

@@ -16,17 +16,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from ddddocr_realdev import score_folder as ddddocr_score  # noqa: E402
-from evaluate import score_folder  # noqa: E402
-
-from bench.common import open_ddddocr  # noqa: E402
-from models.engine import default_model_name, discover_models, load_engine  # noqa: E402
-from models.report import (  # noqa: E402
+from bench.common import open_ddddocr
+from bench.ddddocr_realdev import score_folder as ddddocr_score
+from models.engine import default_model_name, discover_models, load_engine
+from models.paths import REALDEV, ROOT
+from models.report import (
     METRIC_NAMES,
     REALDEV_FAMILIES,
     Scored,
@@ -34,6 +28,7 @@ from models.report import (  # noqa: E402
     rows_of_folder,
     target_table,
 )
+from tools.evaluate import score_folder
 
 
 def cell(value: float | None) -> str:
@@ -55,7 +50,7 @@ def read_rates(rows: list[Scored]) -> dict[str, tuple[float, int]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
-    parser.add_argument("--realdev", type=Path, default=ROOT.parent / "shared" / "realdev")
+    parser.add_argument("--realdev", type=Path, default=REALDEV)
     parser.add_argument("--folders", type=Path, nargs="*", help="default: realdev families and dataset/test")
     parser.add_argument("--no-ddddocr", action="store_true")
     args = parser.parse_args()

@@ -13,18 +13,15 @@ to ASCII, ``×÷`` to ``*/``) before scoring; arithmetic rows are also scored by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import contextlib
-
-from bench.common import fused_png, open_ddddocr  # noqa: E402
-from models.charset import normalize_label  # noqa: E402
-from models.dataset import read_folder  # noqa: E402
-from models.preprocess import ImageError  # noqa: E402
-from models.report import Scored, format_table, format_targets, group_table, target_table  # noqa: E402
+from bench.common import fused_png, open_ddddocr
+from models.charset import normalize_label
+from models.dataset import read_folder
+from models.preprocess import ImageError
+from models.report import Scored, format_table, format_targets, group_table, target_table
 
 
 def ddddocr_input(path: Path) -> bytes:

@@ -17,35 +17,31 @@ bench_inference.py) when given, else they are measured here.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-import json  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     fmt_summary,
     is_quantized,
-    md_table,
-    quantize_int8,
+    quantize_dynamic_int8,
     summary,
     time_calls,
     write_json,
 )
-from models.checkpoint import load_model  # noqa: E402
-from models.engine import OnnxEngine, default_model_name, read_onnx_meta  # noqa: E402
+from models.checkpoint import load_model
+from models.engine import OnnxEngine, default_model_name, read_onnx_meta
+from models.paths import ROOT
+from models.report import md_table
 
 
 def checkpoint_of_default(checkpoints: Path) -> tuple[str, Path]:
@@ -165,7 +161,7 @@ def measure_latency(onnx_paths: dict[str, Path], threads: int, rounds: int, call
     with tempfile.TemporaryDirectory() as tmp:
         engines = {label: OnnxEngine(path, threads) for label, path in onnx_paths.items()}
         first_label, first_path = next(iter(onnx_paths.items()))
-        int8 = quantize_int8(first_path, Path(tmp) / "int8.onnx")
+        int8 = quantize_dynamic_int8(first_path, Path(tmp) / "int8.onnx")
         engines[first_label.replace("fp32", "int8 dynamic")] = OnnxEngine(int8, threads)
         times: dict[str, list[float]] = {k: [] for k in engines}
         for _ in range(rounds):

@@ -14,12 +14,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image, ImageSequence
 
-from PIL import Image, ImageSequence  # noqa: E402
-
-from models.charset import read_labels  # noqa: E402
-from models.preprocess import _flatten, fuse_frames  # noqa: E402
+from models.charset import read_labels
+from models.paths import REALDEV
+from models.preprocess import _flatten, fuse_frames
 
 FUSIONS = ("first", "min", "mean", "median")
 
@@ -35,7 +34,7 @@ def fused_png(path: Path, fusion: str) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared/realdev/easy_gif"))
+    parser.add_argument("--root", default=str(REALDEV / "easy_gif"))
     args = parser.parse_args()
     try:
         import ddddocr

@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.dataset import read_meta  # noqa: E402
+from models.dataset import read_meta
+from models.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "tools" / "java_captcha" / "KaptchaTextRunner.java"
 # Java's logical fonts on Linux go through fontconfig's generic families.
 LOGICAL = {"Dialog": "sans", "SansSerif": "sans", "Serif": "serif", "Monospaced": "monospace"}

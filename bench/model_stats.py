@@ -11,22 +11,19 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import time_calls  # noqa: E402
-from models.charset import Charset  # noqa: E402
-from models.checkpoint import save_checkpoint  # noqa: E402
-from models.engine import OnnxEngine  # noqa: E402
-from models.export import export_onnx  # noqa: E402
-from models.meta import ModelMeta  # noqa: E402
-from models.registry import build_model, default_arch_args, default_channels  # noqa: E402
+from bench.common import time_calls
+from models.charset import Charset
+from models.checkpoint import save_checkpoint
+from models.engine import OnnxEngine
+from models.export import export_onnx
+from models.meta import ModelMeta
+from models.registry import build_model, default_arch_args, default_channels
 
 # The tutorial's 556-symbol charset size: digits, letters, 7 symbols and 487 CJK characters.
 NUM_SYMBOLS = 556

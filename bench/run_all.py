@@ -33,10 +33,9 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import REALDEV, fmt_summary, md_table, summary  # noqa: E402
+from bench.common import fmt_summary, summary
+from models.paths import REALDEV, ROOT, TEST_SPLIT
+from models.report import md_table
 
 BEGIN = "<!-- make bench: begin -->"
 END = "<!-- make bench: end -->"
@@ -170,7 +169,7 @@ def relative(path: Path) -> str:
 
 def service_image(json_dir: Path) -> Path:
     """A real captcha for the load test, else a test-split PNG, else one drawn with Pillow."""
-    candidates = [REALDEV / "ruoyi" / "00000005.png", *sorted((ROOT / "dataset" / "test" / "images").glob("*.png"))[:1]]
+    candidates = [REALDEV / "ruoyi" / "00000005.png", *sorted((TEST_SPLIT / "images").glob("*.png"))[:1]]
     for path in candidates:
         if path.is_file():
             return path

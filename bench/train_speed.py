@@ -26,20 +26,18 @@ import io
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import fields
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import fmt_summary, md_table, summary  # noqa: E402
-from models.registry import ARCH_NAMES, build_model, default_arch_args, default_channels  # noqa: E402
+from bench.common import fmt_summary, summary
+from models.paths import ROOT
+from models.registry import ARCH_NAMES, build_model, default_arch_args, default_channels
+from models.report import md_table
 
 NUM_CLASSES = 557  # the tutorial's charset + blank
 VARIANTS = {
@@ -189,16 +187,15 @@ def shipped_setups(checkpoints: Path) -> tuple[list[dict], dict | None]:
 
 def training_samples(data_root: Path, charset, needed: int, tmp: Path) -> tuple[list, str]:
     """``needed`` random samples the charset can encode (repeated if the folder has fewer) and where they came
-    from: ``data_root`` when it holds labels, else captchas drawn with tests/fixtures.py into ``tmp``."""
+    from: ``data_root`` when it holds labels, else captchas drawn with tools/tiny_dataset.py into ``tmp``."""
     from models.dataset import read_folder
 
     source = str(data_root.relative_to(ROOT) if data_root.is_relative_to(ROOT) else data_root)
     if not ((data_root / "labels.txt").is_file() or (data_root / "labels.tsv").is_file()):
-        sys.path.insert(0, str(ROOT / "tests"))
-        from fixtures import make_dataset
+        from tools.tiny_dataset import make_dataset
 
         data_root = make_dataset(tmp / "train", 300, seed=0)
-        source = "300 captchas drawn by tests/fixtures.py (no dataset/train)"
+        source = "300 captchas drawn by tools/tiny_dataset.py (no dataset/train)"
     samples, report = read_folder(data_root, charset)
     if not samples:
         raise SystemExit("\n".join(report.lines()))

@@ -79,13 +79,6 @@ class Charset:
         return cls("".join(sorted(chars, key=_sort_key)))
 
     @classmethod
-    def from_label_files(cls, paths: Iterable[str | Path]) -> Charset:
-        labels: list[str] = []
-        for path in paths:
-            labels.extend(normalize_label(row.label) for row in read_labels(path).rows)
-        return cls.from_labels(labels)
-
-    @classmethod
     def load(cls, path: str | Path) -> Charset:
         """Read ``charset.txt``: one line of symbols (the tutorial's format) or one symbol per line."""
         text = Path(path).read_text(encoding="utf-8-sig")

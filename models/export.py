@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from models.checkpoint import LoadedModel, load_model
-from models.meta import ONNX_META_KEY
+from models.meta import set_onnx_meta
 
 OPSET = 18
 
@@ -20,7 +20,7 @@ def export_onnx(source: LoadedModel | str | Path, out_path: str | Path, opset: i
     """Export a checkpoint (or a loaded model) to ONNX with a dynamic batch axis; written atomically.
 
     Input ``images``: float32 (N, C, H, W) from :func:`models.preprocess.preprocess`; output ``logits``:
-    (N, T, num_classes). The metadata record is stored under the ``captcha_ocr`` key of ``metadata_props``.
+    (N, T, num_classes). The metadata record is stored by :func:`models.meta.set_onnx_meta`.
     """
     loaded = source if isinstance(source, LoadedModel) else load_model(source)
     model = loaded.model.cpu().eval()
@@ -39,8 +39,7 @@ def export_onnx(source: LoadedModel | str | Path, out_path: str | Path, opset: i
                 opset_version=opset, dynamo=False,
             )  # fmt: skip
         proto = onnx.load(tmp)
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_META_KEY, loaded.meta.to_json()
+        set_onnx_meta(proto, loaded.meta.to_dict())
         proto.producer_name = "captcha-ocr"
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)

@@ -13,6 +13,15 @@ META_FORMAT = 1  # version of this record's layout
 ONNX_META_KEY = "captcha_ocr"  # key of the JSON record in the ONNX file's metadata_props
 
 
+def set_onnx_meta(proto: Any, record: dict[str, Any]) -> None:
+    """Store ``record`` (a :class:`ModelMeta` dict) as the captcha-ocr entry of an ``onnx.ModelProto``'s
+    ``metadata_props``, replacing an older one; the one writer, used by export and quantization."""
+    for entry in [e for e in proto.metadata_props if e.key == ONNX_META_KEY]:
+        proto.metadata_props.remove(entry)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = ONNX_META_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True)
+
+
 @dataclass
 class ModelMeta:
     arch: str  # registry name, e.g. "vanilla_crnn"
@@ -36,9 +45,6 @@ class ModelMeta:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMeta:

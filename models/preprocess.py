@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +41,20 @@ ImageSource = bytes | bytearray | str | Path | Image.Image
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+# What went wrong with an input, as a stable machine-readable word (the API's ``error`` field): the message may
+# be reworded, the kind may not.
+IMAGE_ERROR_KINDS = ("not an image", "empty file", "image too large", "too many frames", "corrupt image data")
+
+
 class ImageError(ValueError):
-    """The input cannot be turned into a network input; the message says why."""
+    """The input cannot be turned into a network input; ``kind`` is one of :data:`IMAGE_ERROR_KINDS`, the message
+    says why in words."""
+
+    def __init__(self, message: str, kind: str = "not an image") -> None:
+        if kind not in IMAGE_ERROR_KINDS:
+            raise ValueError(f"unknown image error kind {kind!r}; known: {', '.join(IMAGE_ERROR_KINDS)}")
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ def _open(source: ImageSource) -> Image.Image:
         return source
     if isinstance(source, (bytes, bytearray)):
         if not source:
-            raise ImageError("empty file (0 bytes)")
+            raise ImageError("empty file (0 bytes)", "empty file")
         fp: io.BytesIO | Path = io.BytesIO(source)
     else:
         fp = Path(source)
@@ -74,7 +86,7 @@ def _open(source: ImageSource) -> Image.Image:
     try:
         image = Image.open(fp, formats=IMAGE_FORMATS)  # lazy: reads the header only; sizes are checked before decoding
     except Image.DecompressionBombError as e:
-        raise ImageError(f"image too large: {e}") from e
+        raise ImageError(f"image too large: {e}", "image too large") from e
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
         raise ImageError(f"not a readable image ({type(e).__name__})") from e
     return image
@@ -125,13 +137,13 @@ def load_image(
     if width < 1 or height < 1:
         raise ImageError(f"image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels")
+        raise ImageError(f"image too large: {width}x{height} exceeds {max_pixels} pixels", "image too large")
     try:
         n_frames = getattr(image, "n_frames", 1)  # counting walks every frame header: a corrupt one raises here
     except Exception as e:  # e.g. IndexError from Pillow's GIF reader on a cut extension block
-        raise ImageError(f"corrupt image data ({type(e).__name__}: {e})") from e
+        raise ImageError(f"corrupt image data ({type(e).__name__}: {e})", "corrupt image data") from e
     if n_frames > max_frames:
-        raise ImageError(f"too many frames: {n_frames} > {max_frames}")
+        raise ImageError(f"too many frames: {n_frames} > {max_frames}", "too many frames")
     try:
         if n_frames > 1:
             frames = [_flatten(f.copy()) for f in ImageSequence.Iterator(image)]
@@ -141,7 +153,7 @@ def load_image(
     except ImageError:
         raise
     except Exception as e:  # truncated or corrupt pixel data
-        raise ImageError(f"corrupt image data ({type(e).__name__}: {e})") from e
+        raise ImageError(f"corrupt image data ({type(e).__name__}: {e})", "corrupt image data") from e
 
 
 def to_canvas(image: Image.Image, spec: InputSpec) -> np.ndarray:
@@ -173,6 +185,37 @@ def preprocess(source: ImageSource, spec: InputSpec, **load_kwargs) -> np.ndarra
     return normalize(to_canvas(load_image(source, **load_kwargs), spec))
 
 
-def preprocess_batch(sources: Iterable[ImageSource], spec: InputSpec, **load_kwargs) -> np.ndarray:
-    """``float32 (N, C, H, W)``; raises on the first bad image (callers that must go on use :func:`preprocess`)."""
-    return np.stack([preprocess(s, spec, **load_kwargs) for s in sources])
+@dataclass
+class Batch:
+    """What :func:`prepare_batch` made of some sources: the inputs of the readable ones and why the others failed."""
+
+    inputs: np.ndarray  # float32 (N, C, H, W), one row per readable source; (0, C, H, W) when none is
+    kept: list[int]  # index in the given sources of each row of ``inputs``
+    sizes: list[tuple[int, int]]  # (width, height) of each readable source as decoded, before resizing
+    failures: list[tuple[int, ImageError]]  # (index, error) of each unreadable source
+
+
+def prepare_batch(sources: Sequence[ImageSource], spec: InputSpec, **load_kwargs) -> Batch:
+    """Preprocess ``sources`` into one batch, skipping unreadable ones: the loop behind the CLI, evaluation and the
+    service. A decoder failing in an unexpected way on hostile bytes costs that source, not the batch."""
+    rows, kept, sizes, failures = [], [], [], []
+    for index, source in enumerate(sources):
+        try:
+            image = load_image(source, **load_kwargs)
+            rows.append(normalize(to_canvas(image, spec)))
+        except ImageError as e:
+            failures.append((index, e))
+            continue
+        except Exception as e:  # a bug in a decoder: reported as corrupt data instead of taking the batch down
+            failures.append((index, ImageError(f"the decoder failed ({type(e).__name__})", "corrupt image data")))
+            continue
+        kept.append(index)
+        sizes.append(image.size)
+    inputs = np.stack(rows) if rows else np.zeros((0, spec.channels, spec.img_h, spec.img_w), np.float32)
+    return Batch(inputs, kept, sizes, failures)
+
+
+def batches(items: Sequence, size: int):
+    """Consecutive slices of ``items``, ``size`` long (the last one shorter)."""
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]

@@ -41,16 +41,25 @@ def group_table(rows: Sequence[Scored], keys: Sequence[str] = ("source", "type")
     return table
 
 
+def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]], right: Sequence[bool] | None = None) -> str:
+    """A GitHub markdown table; ``right`` says per column whether it is right-aligned (numbers). The one table
+    writer of the project: reports, benchmarks and the merge report use it."""
+    right = right or [False] * len(headers)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    return "" if value is None else f"{100 * value:.{digits}f}%"
+
+
 def format_table(table: Iterable[dict]) -> str:
     """Markdown table: group, n, EM, EM ignoring case, CER, answer accuracy (percentages)."""
-    lines = ["| group | n | EM | EM (no case) | CER | answer acc |", "|---|---:|---:|---:|---:|---:|"]
-    for row in table:
-        answer = "" if row["answer_acc"] is None else f"{100 * row['answer_acc']:.2f}%"
-        lines.append(
-            f"| {row['group']} | {row['n']} | {100 * row['em']:.2f}% | {100 * row['em_nocase']:.2f}% "
-            f"| {100 * row['cer']:.2f}% | {answer} |"
-        )
-    return "\n".join(lines)
+    rows = [[r["group"], r["n"], percent(r["em"]), percent(r["em_nocase"]), percent(r["cer"]), percent(r["answer_acc"])]
+            for r in table]  # fmt: skip
+    headers = ["group", "n", "EM", "EM (no case)", "CER", "answer acc"]
+    return md_table(headers, rows, [False] + [True] * 5)
 
 
 def confusions(rows: Iterable[Scored], top: int = 20) -> list[tuple[str, str, int]]:
@@ -142,14 +151,10 @@ def target_table(rows: Sequence[Scored]) -> list[dict]:
 
 
 def format_targets(table: Iterable[dict]) -> str:
-    lines = ["| family / type | metric | n | measured | target | met |", "|---|---|---:|---:|---:|---|"]
-    for row in table:
-        value = "-" if row["value"] is None else f"{100 * row['value']:.2f}%"
-        lines.append(
-            f"| {row['name']} | {METRIC_NAMES[row['metric']]} | {row['n']} | {value} | >= {100 * row['target']:.0f}% "
-            f"| {'yes' if row['met'] else 'no'} |"
-        )
-    return "\n".join(lines)
+    rows = [[r["name"], METRIC_NAMES[r["metric"]], r["n"], percent(r["value"]) or "-", f">= {100 * r['target']:.0f}%",
+             "yes" if r["met"] else "no"] for r in table]  # fmt: skip
+    headers = ["family / type", "metric", "n", "measured", "target", "met"]
+    return md_table(headers, rows, [False, False, True, True, True, False])
 
 
 def rows_of_folder(folder_name: str, rows: Iterable[Scored]) -> list[Scored]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import quantize_int8
+from bench.common import quantize_dynamic_int8
 from bench.run_all import BEGIN, END, write_document
-from conftest import ROOT
+from helpers import ROOT
 
 HAND_WRITTEN = """# Benchmarks
 
@@ -72,7 +72,7 @@ def test_dynamic_quantization_never_writes_into_the_model_folder(sharp_models, t
         return infer(model_path, output_path, *args, **kwargs)
 
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", recording)
-    out = quantize_int8(folder / "model.onnx", tmp_path / "int8.onnx")
+    out = quantize_dynamic_int8(folder / "model.onnx", tmp_path / "int8.onnx")
     assert written, "onnxruntime no longer runs shape inference through a file: this test checks nothing"
     assert all(path.parent != folder.resolve() for path in written), written
     assert out.is_file() and out.stat().st_size < (folder / "model.onnx").stat().st_size

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, realdev_rows
+from helpers import ROOT, realdev_rows
 from models.arith import solve
+from tools.servers import free_port, stop, uvicorn_command, wait_until_up
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -35,27 +32,6 @@ SCREENSHOT = ROOT / "assets" / "page_demo.png"
 XSS_NAME = "<img src=x onerror=window.__xss=1>.png"  # no quotes: browsers escape them in uploads
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(url)
-
-
 @pytest.fixture(scope="module")
 def servers(serving_checkpoints, tmp_path_factory):
     """(page URL, default model trained?) with both servers running; stopped at the end."""
@@ -63,7 +39,7 @@ def servers(serving_checkpoints, tmp_path_factory):
     api_port, page_port = free_port(), free_port()
     env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "API_UPSTREAM": f"http://127.0.0.1:{api_port}"}
     logs = tmp_path_factory.mktemp("logs")
-    api_cmd = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", "127.0.0.1", "--port", str(api_port)]
+    api_cmd = uvicorn_command("127.0.0.1", api_port)
     page_cmd = [sys.executable, "-m", "gunicorn", "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{page_port}",
                 "server_flask:create_app()"]  # fmt: skip
     with open(logs / "api.log", "w") as api_log, open(logs / "page.log", "w") as page_log:
@@ -72,17 +48,13 @@ def servers(serving_checkpoints, tmp_path_factory):
             subprocess.Popen(page_cmd, cwd=ROOT, env=env, stdout=page_log, stderr=subprocess.STDOUT),
         ]
         try:
-            wait_for(f"http://127.0.0.1:{api_port}/health", procs[0])
-            wait_for(f"http://127.0.0.1:{page_port}/healthz", procs[1])
+            assert wait_until_up(f"http://127.0.0.1:{api_port}/health", procs[:1], 60), (logs / "api.log").read_text()
+            assert wait_until_up(f"http://127.0.0.1:{page_port}/healthz", procs[1:], 60), (
+                logs / "page.log"
+            ).read_text()
             yield f"http://127.0.0.1:{page_port}/", trained
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(procs)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TEST_CHARSET, realdev_rows
+from helpers import TEST_CHARSET, realdev_rows
 from models.checkpoint import atomic_save, load_model, read_checkpoint, save_checkpoint
 from models.engine import load_engine, read_onnx_meta
 from models.meta import ModelMeta
@@ -130,7 +130,6 @@ def test_serving_backend_needs_no_torch(sharp_models):
     code = f"""
 import sys
 sys.modules["torch"] = None  # any `import torch` now fails
-sys.path.insert(0, {str(ROOT)!r})
 from models.engine import load_engine
 engine = load_engine({str(sharp_models["crnn_resnet34"])!r}, "onnx")
 from PIL import Image
@@ -143,7 +142,7 @@ print(engine.predict([Image.new("RGB", (160, 60), "white")])[0].text is not None
 
 def test_meta_json_roundtrip():
     meta = ModelMeta("svtr_tiny", {"img_h": 32, "img_w": 128}, "ab", 32, 128, 3, metrics={"em": 0.9})
-    assert ModelMeta.from_dict(json.loads(meta.to_json())) == meta
+    assert ModelMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
     with pytest.raises(ValueError, match="lacks"):
         ModelMeta.from_dict({"arch": "x"})
 

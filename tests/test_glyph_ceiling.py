@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.glyph_ceiling import alike, alike_groups, font_file, p_correct, parse_mix, runner_defaults
-from conftest import ROOT
+from helpers import ROOT
 
 SCRIPT = ROOT / "bench" / "glyph_ceiling.py"
 

@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures import make_dataset
 
-from conftest import REALDEV, ROOT
+from helpers import REALDEV, ROOT
 from models.arith import solve
+from tools.tiny_dataset import make_dataset
 
 
 def run(args: list[str], expect: int = 0) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     out = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=180, cwd=ROOT, env=env)
     assert out.returncode == expect, out.stdout[-2000:] + out.stderr[-2000:]
     return out
@@ -40,7 +40,7 @@ def test_infer_jsonl_reads_png_gif_and_reports_bad_files(sharp_models, folder, b
     files = {Path(r["file"]).name for r in records}
     assert len(records) == 20 and "00002.gif" in files and "broken.png" not in files
     for r in records:
-        assert set(r) == {"file", "text", "answer", "confidence", "arch"}
+        assert set(r) == {"file", "text", "answer", "confidence", "model", "arch"} and r["model"] == r["arch"]
         assert r["arch"] == "vanilla_crnn" and 0.0 <= r["confidence"] <= 1.0
         assert r["answer"] == solve(r["text"])
     assert "broken.png" in out.stderr and "not a readable image" in out.stderr

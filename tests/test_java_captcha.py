@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from models.charset import normalize_label
+from tools.java_build import compile_runners
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "tools" / "java_captcha"
@@ -49,9 +50,7 @@ def font_dir() -> Path | None:
 def classes(tmp_path_factory) -> Path:
     if shutil.which("javac") is None or shutil.which("java") is None:
         pytest.skip("javac not installed")
-    out = tmp_path_factory.mktemp("java")
-    subprocess.run(["javac", "-encoding", "UTF-8", "-d", str(out), *map(str, sorted(SRC.glob("*.java")))], check=True)
-    return out
+    return compile_runners(tmp_path_factory.mktemp("java"), force=True)
 
 
 def run(classes: Path, runner: str, *args: str, check: bool = True, fonts: bool = True):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,12 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` puts only tests/ on the path
-    sys.path.insert(0, str(ROOT))
-
-from models.charset import Charset, read_labels  # noqa: E402
-from tools import merge_datasets  # noqa: E402
+from models.charset import Charset, read_labels
+from tools import merge_datasets
 
 
 def png(seed: int, fmt: str = "PNG", size: tuple[int, int] = (48, 18)) -> bytes:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from conftest import realdev_rows
+from helpers import realdev_rows
 from models.preprocess import (
     ImageError,
     InputSpec,
@@ -166,3 +166,48 @@ def test_normalize_layout():
     canvas[..., 2] = 255
     out = normalize(canvas)
     assert out.shape == (3, 4, 6) and out[2].min() == 1.0 and out[0].max() == -1.0
+
+
+def test_prepare_batch_keeps_the_readable_sources_and_says_why_the_others_failed():
+    from models.preprocess import IMAGE_ERROR_KINDS, prepare_batch
+
+    spec = InputSpec(32, 128, 1)
+    good = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 160, 3), dtype=np.uint8))
+    png = io.BytesIO()
+    good.save(png, "PNG")
+    cut = png.getvalue()[: len(png.getvalue()) // 2]  # header intact, pixel data cut short
+    sources = [b"", png.getvalue(), b"not an image at all", good, cut]
+    batch = prepare_batch(sources, spec)
+    assert batch.kept == [1, 3] and batch.sizes == [(160, 60), (160, 60)]
+    assert batch.inputs.shape == (2, 1, 32, 128) and batch.inputs.dtype == np.float32
+    assert np.array_equal(batch.inputs[0], preprocess(good, spec))
+    kinds = {index: error.kind for index, error in batch.failures}
+    assert kinds == {0: "empty file", 2: "not an image", 4: "corrupt image data"}
+    assert all(kind in IMAGE_ERROR_KINDS for kind in kinds.values())
+    empty = prepare_batch([b""], spec)
+    assert empty.inputs.shape == (0, 1, 32, 128) and empty.kept == []
+
+
+def test_image_error_kind_does_not_depend_on_the_message():
+    from models.preprocess import ImageError
+
+    assert ImageError("whatever words", "too many frames").kind == "too many frames"
+    assert ImageError("no kind given").kind == "not an image"
+    with pytest.raises(ValueError, match="unknown image error kind"):
+        ImageError("x", "made up")
+
+
+def test_decoder_bugs_cost_only_their_source(monkeypatch):
+    from models import preprocess as module
+
+    spec = InputSpec(32, 128, 1)
+    real = module.load_image
+
+    def flaky(source, **kwargs):
+        if source == b"boom":
+            raise IndexError("decoder bug")
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(module, "load_image", flaky)
+    batch = module.prepare_batch([b"boom", Image.new("RGB", (60, 20), "white")], spec)
+    assert batch.kept == [1] and batch.failures[0][1].kind == "corrupt image data"

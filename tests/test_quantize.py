@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from fixtures import int8_weight_extremes, make_dataset
 
-from conftest import REALDEV, ROOT, realdev_rows
+from helpers import REALDEV, ROOT, int8_weight_extremes, realdev_rows
 from models.engine import OnnxEngine, discover_models, read_onnx_meta
+from tools.tiny_dataset import make_dataset
 
 SHIPPED = ROOT / "checkpoints" / "vanilla_crnn"
 

@@ -16,7 +16,6 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -28,21 +27,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import ROOT, calibration_images
-from server_fastapi import KEEP_ALIVE_S, Settings, create_app
+from helpers import ROOT, calibration_images
+from server_fastapi import Settings, create_app
 from server_flask import create_app as create_page_app
+from service.settings import KEEP_ALIVE_S
+from tools.servers import free_port, uvicorn_command
 
 HOST = "127.0.0.1"  # everything here stays on loopback
 HAS_PROC = Path("/proc/self/status").is_file()  # resident memory is read from /proc (Linux)
 
 
 # ---------------------------------------------------------------- the server under test
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 def memory_mb(pid: int) -> dict[str, float]:
     """Resident memory of a process now (VmRSS) and at its peak (VmHWM), in MB."""
     fields = {}
@@ -57,11 +52,10 @@ class Api:
     """A uvicorn process serving server_fastapi on loopback with the default limits."""
 
     def __init__(self, checkpoints: Path, log: Path) -> None:
-        self.port = free_port()
+        self.port = free_port(HOST)
         self.url = f"http://{HOST}:{self.port}"
         env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints), "CAPTCHA_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", HOST, "--port", str(self.port),
-               "--timeout-keep-alive", str(KEEP_ALIVE_S), "--no-access-log", "--log-level", "warning"]  # fmt: skip
+        cmd = uvicorn_command(HOST, self.port, quiet=True)
         self.log = open(log, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90

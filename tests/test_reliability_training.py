@@ -20,18 +20,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import make_dataset
-from fixtures import train_cmd as tiny_train_cmd
 from test_merge_datasets import make_source, png, snapshot, split_contents
 
-from conftest import ROOT
+from helpers import ROOT
+from helpers import train_cmd as tiny_train_cmd
 from models.checkpoint import load_model, read_checkpoint
+from tools.tiny_dataset import make_dataset
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 5
 LOOP_STARTS = "M parameters, input"  # train.py prints this once the model is built, right before the first batch
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # Runs train.py with ctc_loss replaced per FAULT_PLAN (JSON): {"nan": [call numbers], "nan_from": n,
 # "oom": n, "oom_kind": "cuda" | "cpu"}; calls are counted from 1 over the whole run.

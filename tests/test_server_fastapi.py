@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import REALDEV, ROOT, realdev_rows
+from helpers import REALDEV, ROOT, realdev_rows
 from models.arith import solve
 from models.engine import discover_models, load_engine
 from server_fastapi import Settings, create_app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,8 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from server_flask import create_app
+from tools.servers import free_port
 
 
 def upstream(handler) -> httpx.MockTransport:
@@ -88,12 +88,6 @@ def test_predict_base64_forwards_json(client):
     echoed = response.get_json()
     assert echoed["path"] == "/predict/base64" and echoed["content_type"] == "application/json"
     assert json.loads(echoed["body"]) == {"image": "aGVsbG8=", "arch": "x"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_upstream_down_is_502_in_words():

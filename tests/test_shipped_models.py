@@ -9,9 +9,8 @@ Kaptcha's centring pushed part of their text off the image.
 from __future__ import annotations
 
 import pytest
-from fixtures import int8_weight_extremes
 
-from conftest import REALDEV, ROOT
+from helpers import REALDEV, ROOT, int8_weight_extremes
 from models.engine import default_model_name, discover_models, load_engine, read_onnx_meta
 from models.report import reads_correctly
 

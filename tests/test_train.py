@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import make_dataset, train_cmd
 
-from conftest import ROOT
+from helpers import ROOT, train_cmd
 from models.checkpoint import load_model, read_checkpoint
 from models.engine import load_engine
+from tools.tiny_dataset import make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def run(cmd: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT, **kw)
     assert out.returncode == 0, f"{' '.join(cmd)}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
@@ -64,7 +64,7 @@ def test_kill_then_resume_is_exact(tiny_data, tmp_path):
     reference, interrupted = tmp_path / "ref", tmp_path / "int"
     run(train_cmd(tiny_data, reference, "--epochs", "4"))
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(train_cmd(tiny_data, interrupted, "--epochs", "4"), env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     metrics = interrupted / "vanilla_crnn" / "metrics.csv"
@@ -114,9 +114,8 @@ def test_tutorial_flags_are_accepted(tiny_data, tmp_path):
 
 
 def test_wrong_downsample_is_refused(tiny_data, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run(train_cmd(tiny_data, tmp_path, "--dry-run", "--downsample", "16"), capture_output=True,
-                         text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+                         text=True, cwd=ROOT, timeout=120)  # fmt: skip
     assert out.returncode != 0 and "downsamples width 4x" in out.stderr
 
 
@@ -136,7 +135,6 @@ def test_init_fine_tunes_and_extends_charset(tiny_data, tmp_path):
 
 
 def test_distillation_loss_is_zero_on_the_teacher_itself_and_trains_only_the_student(sharp_models):
-    sys.path.insert(0, str(ROOT))
     from train import Config, distillation_loss
 
     teacher = load_model(sharp_models["vanilla_crnn"] / "best.pt").model
@@ -167,12 +165,11 @@ def test_teacher_sets_the_students_input_and_charset(tiny_data, tmp_path, sharp_
 
 
 def test_init_and_teacher_together_need_the_teachers_input_and_charset(tiny_data, tmp_path, sharp_models):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     gray_teacher = str(sharp_models["vanilla_crnn"] / "best.pt")  # 32x128x1
     rgb_student = str(sharp_models["crnn_resnet34"] / "best.pt")  # 32x128x3: cannot take the teacher's input
     cmd = train_cmd(tiny_data, tmp_path, "--arch", "crnn_resnet34", "--init", rgb_student, "--teacher", gray_teacher,
                     "--dry-run")  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode != 0 and "does not fit --teacher" in out.stderr
     # a student that already has the teacher's input and charset (here: the teacher itself) continues distilling
     out = run(train_cmd(tiny_data, tmp_path, "--init", gray_teacher, "--teacher", gray_teacher, "--dry-run"))
@@ -180,7 +177,6 @@ def test_init_and_teacher_together_need_the_teachers_input_and_charset(tiny_data
 
 
 def test_bf16_on_a_cpu_without_bf16_kernels_trains_in_fp32(monkeypatch, capsys):
-    sys.path.insert(0, str(ROOT))
     import train
 
     cpu = torch.device("cpu")

@@ -16,15 +16,13 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from models.codec import add_case_prior_argument  # noqa: E402
-from models.dataset import read_folder  # noqa: E402
-from models.engine import BACKENDS, Engine, load_engine  # noqa: E402
-from models.preprocess import ImageError, preprocess  # noqa: E402
-from models.report import (  # noqa: E402
+from models.codec import add_case_prior_argument
+from models.dataset import read_folder
+from models.engine import BACKENDS, Engine, load_engine
+from models.preprocess import batches, prepare_batch
+from models.report import (
     Scored,
     confusions,
     format_table,
@@ -39,16 +37,11 @@ def preprocessed_batches(
     engine: Engine, samples: list, batch: int, errors: list[str]
 ) -> Iterator[tuple[list, np.ndarray]]:
     """``(readable samples, their inputs)`` per batch of ``samples``; unreadable images go to ``errors`` as lines."""
-    for start in range(0, len(samples), batch):
-        chunk, arrays = [], []
-        for sample in samples[start : start + batch]:
-            try:
-                arrays.append(preprocess(sample.path, engine.spec))
-                chunk.append(sample)
-            except ImageError as e:
-                errors.append(f"{sample.path}: {e}")
-        if chunk:
-            yield chunk, np.stack(arrays)
+    for chunk in batches(samples, batch):
+        prepared = prepare_batch([sample.path for sample in chunk], engine.spec)
+        errors += [f"{chunk[index].path}: {error}" for index, error in prepared.failures]
+        if prepared.kept:
+            yield [chunk[index] for index in prepared.kept], prepared.inputs
 
 
 def score_samples(engine: Engine, samples: list, batch: int = 64) -> tuple[list[Scored], list[str]]:

@@ -22,8 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tools.java_build import JAVA_SRC, compile_runners
+
 ROOT = Path(__file__).resolve().parents[1]
-JAVA_SRC = ROOT / "tools" / "java_captcha"
 SIZES = "160x60:40,180x64:20,200x64:15,256x64:10,120x40:10,96x32:5"
 LENGTHS = "4:50,5:25,6:25"
 # family -> (runner class, arguments after "<command>" that select the recipe; {out} and {n} are filled in)
@@ -33,21 +34,6 @@ RECIPES = {
     "ruoyi": ("RuoyiRunner", ["smart", "{out}", "{n}", "--sizes", SIZES]),
 }
 SEED_OFFSETS = {"easy": 0, "ctext": 1, "ruoyi": 2}  # per family; the test split adds 100
-
-
-def compile_runners(build: Path) -> None:
-    """javac into ``build`` unless every class is newer than every source (what ``make java`` does)."""
-    sources = sorted(JAVA_SRC.glob("*.java"))
-    classes = [build / f"{s.stem}.class" for s in sources]
-    newest_source = max(s.stat().st_mtime for s in sources)
-    if all(c.exists() and c.stat().st_mtime >= newest_source for c in classes):
-        return
-    if shutil.which("javac") is None:
-        sys.exit(
-            "javac not found: install a JDK (Debian: apt-get install default-jdk-headless; macOS: brew install openjdk)"
-        )
-    build.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["javac", "-encoding", "UTF-8", "-d", str(build), *map(str, sources)], check=True)
 
 
 def finished(out: Path, count: int) -> bool:

@@ -1,6 +1,6 @@
-"""Side-by-side sheets: real-library captchas (``/work/shared/realdev``) next to ours of the same type and size.
+"""Side-by-side sheets: real-library captchas (``../shared/realdev``, models.paths.REALDEV) next to ours of the same type and size.
 
-    python tools/make_sheets.py --realdev /work/shared/realdev --out docs/sheets [--rows 14] [--family all]
+    python tools/make_sheets.py --realdev ../shared/realdev --out docs/sheets [--rows 14] [--family all]
 
 For every picked real image the matching runner draws a few images of the same type and size (and, for text, the
 same length); the sheet shows the real one on the left and ours on the right. GIFs are shown as the per-pixel
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageSequence
 
-ROOT = Path(__file__).resolve().parents[1]
+from models.paths import REALDEV, ROOT
+
 # family folder in realdev -> runner class (realdev type keys are our type names)
 FAMILIES = {
     "easy": "EasyCaptchaRunner",
@@ -131,7 +132,7 @@ def make_sheet(family: str, args) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--realdev", type=Path, default=Path("/work/shared/realdev"), help="real-library samples")
+    parser.add_argument("--realdev", type=Path, default=REALDEV, help="real-library samples")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "sheets", help="folder for <family>.png")
     parser.add_argument("--family", default="all", choices=["all", *FAMILIES], help="which sheet to draw")
     parser.add_argument("--rows", type=int, default=18, help="real/ours pairs per sheet")

@@ -23,22 +23,19 @@ Dynamic quantization is not offered: onnxruntime runs its ConvInteger kernels sl
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from evaluate import score_samples  # noqa: E402
-
-from models.dataset import read_folder  # noqa: E402
-from models.engine import OnnxEngine, read_onnx_meta, resolve_model_file  # noqa: E402
-from models.meta import ONNX_META_KEY  # noqa: E402
-from models.preprocess import ImageError, preprocess  # noqa: E402
+from models.dataset import read_folder
+from models.engine import OnnxEngine, read_onnx_meta, resolve_model_file
+from models.meta import set_onnx_meta
+from models.preprocess import batches, prepare_batch
+from tools.evaluate import score_samples
 
 
 def calibration_batches(folder: Path, spec, samples: int, batch: int, seed: int) -> list[np.ndarray]:
@@ -47,13 +44,10 @@ def calibration_batches(folder: Path, spec, samples: int, batch: int, seed: int)
     if not found:
         raise SystemExit(f"error: no labelled images in {folder} to calibrate on")
     chosen = random.Random(seed).sample(found, min(samples, len(found)))
-    arrays = []
-    for sample in chosen:
-        try:
-            arrays.append(preprocess(sample.path, spec))
-        except ImageError as e:
-            print(f"warning: skipped {sample.path}: {e}", file=sys.stderr)
-    return [np.stack(arrays[i : i + batch]) for i in range(0, len(arrays), batch)]
+    prepared = prepare_batch([sample.path for sample in chosen], spec)
+    for index, error in prepared.failures:
+        print(f"warning: skipped {chosen[index].path}: {error}", file=sys.stderr)
+    return list(batches(prepared.inputs, batch))
 
 
 def exact_match(engine: OnnxEngine, folder: Path, limit: int, seed: int) -> tuple[float, int]:
@@ -96,11 +90,7 @@ def write_meta(path: Path, record: dict) -> None:
     import onnx
 
     proto = onnx.load(str(path))
-    for entry in list(proto.metadata_props):
-        if entry.key == ONNX_META_KEY:
-            proto.metadata_props.remove(entry)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = ONNX_META_KEY, json.dumps(record, ensure_ascii=False, sort_keys=True)
+    set_onnx_meta(proto, record)
     onnx.save(proto, str(path))
 
 

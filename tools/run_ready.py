@@ -14,42 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from models.engine import discover_models  # noqa: E402
-from server_fastapi import KEEP_ALIVE_S  # noqa: E402
-
-
-def wait_until_up(url: str, procs: list[subprocess.Popen], timeout: float = 90.0) -> bool:
-    """True once ``url`` answers (any HTTP status), False if a server died or time ran out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
-            return False
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return True
-        except urllib.error.HTTPError:
-            return True  # it answered (e.g. 503 without models)
-        except OSError:
-            time.sleep(0.3)
-    return False
-
-
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)  # both servers shut down gracefully on SIGTERM
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+from models.engine import discover_models
+from models.paths import ROOT, checkpoints_dir
+from tools.servers import stop, uvicorn_command, wait_until_up
 
 
 def main() -> int:
@@ -61,7 +29,7 @@ def main() -> int:
     parser.add_argument("--page-workers", type=int, default=2, help="gunicorn processes for the page and proxy")
     args = parser.parse_args()
 
-    checkpoints = Path(os.environ.get("CAPTCHA_CHECKPOINTS") or ROOT / "checkpoints")
+    checkpoints = checkpoints_dir()
     found = discover_models(checkpoints)
     if found:
         print(f"models in {checkpoints}: {', '.join(found)}")
@@ -71,8 +39,7 @@ def main() -> int:
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     upstream = f"http://{local}:{args.api_port}"
     env = {**os.environ, "API_UPSTREAM": upstream, "CAPTCHA_CHECKPOINTS": str(checkpoints)}
-    api = [sys.executable, "-m", "uvicorn", "server_fastapi:app", "--host", args.host, "--port", str(args.api_port),
-           "--workers", str(args.api_workers), "--timeout-keep-alive", str(KEEP_ALIVE_S)]  # fmt: skip
+    api = uvicorn_command(args.host, args.api_port, args.api_workers)
     page = [sys.executable, "-m", "gunicorn", "--workers", str(args.page_workers), "--threads", "4",
             "--bind", f"{args.host}:{args.port}", "--access-logfile", "-", "server_flask:create_app()"]  # fmt: skip
     procs = [subprocess.Popen(api, cwd=ROOT, env=env), subprocess.Popen(page, cwd=ROOT, env=env)]

@@ -1,9 +1,9 @@
-"""A tiny labelled captcha set drawn with Pillow (text, arithmetic, GIF), for training and CLI tests."""
+"""A tiny labelled captcha set drawn with Pillow (text, arithmetic, GIF): what the tests and the bench scripts
+train and read when there is no generated dataset (no JDK needed)."""
 
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -63,32 +63,3 @@ def make_dataset(root: Path, n: int, seed: int = 0, gif_every: int = 10) -> Path
     (root / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     (root / "meta.tsv").write_text("\n".join(meta) + "\n", encoding="utf-8")
     return root
-
-
-ROOT = Path(__file__).resolve().parents[1]
-# A vanilla CRNN small enough to train for a few epochs inside a test.
-TINY_CRNN = '{"channels": [8, 16, 32, 32, 32, 32, 32], "hidden": 32}'
-
-
-def train_cmd(data: Path, out: Path, *extra: str, train_root: str = "train") -> list[str]:
-    """``train.py`` on ``data/<train_root>`` (selection held out) and ``data/test``, tiny CRNN, one process."""
-    return [
-        sys.executable, str(ROOT / "train.py"), "--arch", "vanilla_crnn", "--train-root", str(data / train_root),
-        "--val-root", str(data / "test"), "--out", str(out), "--batch", "16", "--num-workers", "0", "--lr", "3e-3",
-        "--seed", "7", "--arch-args", TINY_CRNN, *extra,
-    ]  # fmt: skip
-
-
-def int8_weight_extremes(model_file: Path) -> tuple[int, int] | None:
-    """Smallest and largest int8 weight of a quantized ONNX model (None when it has no int8 weights).
-
-    onnxruntime on x86 CPUs without VNNI adds pairs of uint8 x int8 products in 16 bits: weights within [-64, 64]
-    (tools/quantize.py's 7-bit weights) cannot saturate it, full-range ones can and do."""
-    import onnx
-    from onnx import numpy_helper
-
-    proto = onnx.load(str(model_file))
-    weights = [numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
-    if not weights:
-        return None
-    return int(min(w.min() for w in weights)), int(max(w.max() for w in weights))
