@@ -83,7 +83,7 @@ ready: setup-serve ## Start the FastAPI service (:8000) and the Flask demo (:800
 	$(PY) tools/run_ready.py --host $(or $(HOST),127.0.0.1) --api-port $(or $(API_PORT),8000) --port $(or $(PORT),8001)
 
 train: setup-train ## Train the three recognizers on dataset/train (TRAIN_ARGS="--epochs 5 ..." to change)
-	$(PY) train.py --arch all --train-root dataset/train --val-root dataset/test $(TRAIN_ARGS)
+	$(PY) train.py --arch all --train-root dataset/train --test-root dataset/test $(TRAIN_ARGS)
 
 eval: setup-dev ## Evaluate every model in checkpoints/ (and ddddocr) on dataset/test and ../shared/realdev: target tables
 	@folders=""; [ -d dataset/test ] && folders="dataset/test"; \

@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from models.paths import ROOT
+
 EASY_PNG = "spec:1,spec_num:1,spec_char:1,spec_upper:1,spec_lower:1,spec_numupper:1,spec_numlower:1,cn:2,arith:1"
 CASES = {  # name -> (runner, extra arguments)
     "easy_png": ("EasyCaptchaRunner", ["--mix", EASY_PNG]),

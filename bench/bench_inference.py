@@ -37,17 +37,17 @@ from bench.common import (
     is_quantized,
     open_ddddocr,
     percentile,
+    publish,
     quantize_dynamic_int8,
     realdev_images,
     spaced,
     summary,
     test_images,
     time_calls,
-    write_json,
 )
 from models.charset import normalize_label
 from models.engine import Engine, OnnxEngine, TorchEngine, default_model_name, discover_models
-from models.paths import ROOT
+from models.paths import checkpoints_dir
 from models.preprocess import InputSpec, preprocess
 from models.report import md_table
 
@@ -199,6 +199,27 @@ def realdev_accuracy(ours: dict[str, Engine], reader, images: list[LabelledImage
     return {"families": families, "n": len(images), "readers": table}
 
 
+def compare_ddddocr(shipped: dict[str, Engine], sample: list[LabelledImage], sample_desc: str, cfg: dict) -> dict:
+    """Speed of ours (as shipped) against ddddocr on real PNG captchas (else the test sample), and accuracy per
+    realdev family."""
+    reader, version, error = load_ddddocr()
+    out: dict = {"available": reader is not None, "version": version, "error": error}
+    started = time.perf_counter()
+    real = realdev_images(limit=cfg["realdev_n"])
+    pngs = [image for image in real if image.path.suffix.lower() == ".png" and image.group != "easy_gif"]
+    speed_images = spaced(
+        pngs or [image for image in sample if image.path.suffix.lower() == ".png"], cfg["ddddocr_images"]
+    )
+    out["speed"] = versus_ddddocr(shipped, reader, speed_images, cfg)
+    out["speed"]["source"] = "real PNG captchas (easy, ctext, ruoyi)" if pngs else sample_desc
+    if real:
+        out["accuracy"] = realdev_accuracy(shipped, reader, real)
+    else:
+        out["accuracy_note"] = f"no real captchas under {REALDEV}: accuracy not compared"
+    print(f"ddddocr comparison in {time.perf_counter() - started:.0f} s", flush=True)
+    return out
+
+
 def run(checkpoints: Path, cfg: dict, threads: int) -> dict:
     import torch
 
@@ -244,21 +265,7 @@ def run(checkpoints: Path, cfg: dict, threads: int) -> dict:
             )
             print(f"{name}: {len(backends)} backends in {time.perf_counter() - started:.0f} s", flush=True)
 
-        reader, version, error = load_ddddocr()
-        result["ddddocr"] = {"available": reader is not None, "version": version, "error": error}
-        started = time.perf_counter()
-        real = realdev_images(limit=cfg["realdev_n"])
-        pngs = [image for image in real if image.path.suffix.lower() == ".png" and image.group != "easy_gif"]
-        speed_images = spaced(
-            pngs or [image for image in sample if image.path.suffix.lower() == ".png"], cfg["ddddocr_images"]
-        )
-        result["ddddocr"]["speed"] = versus_ddddocr(shipped, reader, speed_images, cfg)
-        result["ddddocr"]["speed"]["source"] = "real PNG captchas (easy, ctext, ruoyi)" if pngs else sample_desc
-        if real:
-            result["ddddocr"]["accuracy"] = realdev_accuracy(shipped, reader, real)
-        else:
-            result["ddddocr"]["accuracy_note"] = f"no real captchas under {REALDEV}: accuracy not compared"
-        print(f"ddddocr comparison in {time.perf_counter() - started:.0f} s", flush=True)
+        result["ddddocr"] = compare_ddddocr(shipped, sample, sample_desc, cfg)
     scratch.cleanup()
     return result
 
@@ -267,8 +274,8 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def render(result: dict) -> str:
-    """The markdown tables of one run."""
+def render_backends(result: dict) -> list[str]:
+    """Latency, throughput and accuracy per model and backend."""
     s = result["settings"]
     out = [
         f"Networks alone, one image per call (p50, p90 over all calls) and batch {s['batch']} (images/s, median "
@@ -308,8 +315,12 @@ def render(result: dict) -> str:
         "same text as ORT",
     ]
     out.append(md_table(headers, rows, [False] * 3 + [True] * 7))
-    d = result["ddddocr"]
-    out.append("")
+    return out
+
+
+def render_ddddocr(d: dict) -> list[str]:
+    """ddddocr's version, the full-path speed against it and the accuracy on real captchas."""
+    out: list[str] = []
     if not d["available"]:
         out.append(f"ddddocr: **not available** ({d['error']}); install it with `pip install ddddocr==1.6.1`.")
     else:
@@ -356,12 +367,17 @@ def render(result: dict) -> str:
         if not d["available"]:
             rows.append(["ddddocr"] + ["not installed"] * (len(fams) + 1))
         out.append(md_table(["reader", "all", *fams], rows, [False] + [True] * (len(fams) + 1)))
-    return "\n".join(out) + "\n"
+    return out
+
+
+def render(result: dict) -> str:
+    """The markdown tables of one run."""
+    return "\n".join(render_backends(result) + [""] + render_ddddocr(result["ddddocr"])) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    parser.add_argument("--checkpoints", type=Path, default=checkpoints_dir(), help="model folders")
     parser.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op and torch threads")
     for key, value in FULL.items():
@@ -372,11 +388,7 @@ def main() -> None:
     cfg = dict(QUICK if args.quick else FULL)
     cfg.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
     result = run(args.checkpoints, cfg, args.threads)
-    write_json(args.json, result)
-    text = render(result)
-    if args.markdown:
-        args.markdown.write_text(text, encoding="utf-8")
-    print(text)
+    publish(result, render(result), args.json, args.markdown)
 
 
 if __name__ == "__main__":

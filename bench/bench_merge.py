@@ -28,7 +28,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-ROOT = Path(__file__).resolve().parents[1]
+from models.paths import ROOT
+
 CACHE = Path("/tmp/captcha_bench_merge")
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz"
 SOURCES = (("easy", "train", 0.3), ("ctext", "train", 0.3), ("ruoyi", "train", 0.3), ("easy", "test", 0.1))

@@ -22,13 +22,14 @@ import numpy as np
 from models.codec import CASE_PRIOR, greedy_decode
 from models.dataset import read_folder
 from models.engine import load_engine
-from tools.evaluate import preprocessed_batches
+from models.evaluation import prepared_batches
 
 
 def folder_logits(engine, folder: Path, batch: int) -> tuple[np.ndarray, list[str]]:
+    """Logits ``(N, T, C)`` of the readable images of ``folder`` and their labels; unreadable ones are printed."""
     samples, _ = read_folder(folder, source=folder.name)
     chunks, labels, errors = [], [], []
-    for chunk, inputs in preprocessed_batches(engine, samples, batch, errors):
+    for chunk, inputs in prepared_batches(samples, engine.spec, batch, errors):
         chunks.append(engine.logits(inputs))
         labels += [s.label for s in chunk]
     for line in errors:

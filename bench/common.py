@@ -1,4 +1,4 @@
-"""Helpers shared by the bench scripts: timing, summaries, sample folders, int8 quantization, markdown tables.
+"""Helpers shared by the bench scripts: timing, summaries, output files, sample folders, dynamic int8 quantization.
 
 Not a script. It needs numpy and the project's ``models`` package, never torch.
 """
@@ -57,6 +57,14 @@ def write_json(path: str | Path | None, data: object) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def publish(result: dict, text: str, json_path: Path | None, markdown_path: Path | None) -> None:
+    """The end of a bench script: ``result`` to ``--json``, its rendered ``text`` to ``--markdown`` and stdout."""
+    write_json(json_path, result)
+    if markdown_path:
+        markdown_path.write_text(text, encoding="utf-8")
+    print(text)
 
 
 # ---- labelled images
@@ -170,8 +178,11 @@ def is_quantized(onnx_path: str | Path) -> bool:
 
 
 def quantize_dynamic_int8(src: str | Path, dst: str | Path, op_types: Sequence[str] | None = None) -> Path:
-    """onnxruntime dynamic quantization, int8 weights; returns ``dst``. Raises if the captcha-ocr metadata
-    (``metadata_props``) did not survive, since the serving code needs it."""
+    """onnxruntime *dynamic* quantization (int8 weights, activation ranges computed at run time); returns ``dst``.
+
+    Not the shipped int8 model, which tools/quantize.py makes by static QDQ quantization with calibrated
+    activation ranges: the bench uses this one to compare backends without calibration data. Raises if the
+    captcha-ocr metadata (``metadata_props``) did not survive, since the serving code needs it."""
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -33,14 +33,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.common import (
     fmt_summary,
     is_quantized,
+    publish,
     quantize_dynamic_int8,
     summary,
     time_calls,
-    write_json,
 )
 from models.checkpoint import load_model
 from models.engine import OnnxEngine, default_model_name, read_onnx_meta
-from models.paths import ROOT
+from models.paths import ROOT, checkpoints_dir
 from models.report import md_table
 
 
@@ -266,7 +266,7 @@ def render(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    parser.add_argument("--checkpoints", type=Path, default=checkpoints_dir(), help="model folders")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="a smaller matrix product and fewer repeats")
     parser.add_argument("--inference-json", type=Path, default=None, help="latencies from bench_inference.py --json")
@@ -274,11 +274,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, default=None)
     args = parser.parse_args()
     result = run(args.checkpoints, args.threads, args.quick, args.inference_json)
-    write_json(args.json, result)
-    text = render(result)
-    if args.markdown:
-        args.markdown.write_text(text, encoding="utf-8")
-    print(text)
+    publish(result, render(result), args.json, args.markdown)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageSequence
 
+from bench.common import open_ddddocr
 from models.charset import read_labels
 from models.paths import REALDEV
 from models.preprocess import _flatten, fuse_frames
@@ -37,10 +38,9 @@ def main() -> None:
     parser.add_argument("--root", default=str(REALDEV / "easy_gif"))
     args = parser.parse_args()
     try:
-        import ddddocr
+        reader = open_ddddocr()
     except ImportError:
         sys.exit("ddddocr is not installed: pip install ddddocr")
-    reader = ddddocr.DdddOcr(show_ad=False)
     root = Path(args.root)
     rows = read_labels(root / "labels.tsv").rows
     print(f"{len(rows)} GIFs from {root}")

@@ -28,16 +28,15 @@ import random
 import statistics
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bench.common import fmt_summary, summary
-from models.paths import ROOT
+from models.paths import CHECKPOINTS, DATASET, ROOT
 from models.registry import ARCH_NAMES, build_model, default_arch_args, default_channels
 from models.report import md_table
+from models.training import cpu_runs_bf16, grad_scaler, to_device, train_step, worker_init
 
 NUM_CLASSES = 557  # the tutorial's charset + blank
 VARIANTS = {
@@ -49,7 +48,9 @@ VARIANTS = {
 }
 
 
-def steps_per_second(model, images, bf16: bool, channels_last: bool, steps: int) -> float:
+def steps_per_second(model, images, bf16: bool, channels_last: bool, steps: int, clip: float) -> float:
+    """img/s of models.training.train_step (train.py's step) on random inputs and labels."""
+    amp = "bf16" if bf16 else "off"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -57,15 +58,10 @@ def steps_per_second(model, images, bf16: bool, channels_last: bool, steps: int)
     batch = images.shape[0]
     targets = torch.randint(1, NUM_CLASSES, (batch * 5,))
     lengths = torch.full((batch,), 5)
+    scaler = grad_scaler(amp, images.device)
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = model(images)
-        log_probs = logits.float().log_softmax(2).transpose(0, 1)
-        loss = F.ctc_loss(log_probs, targets, torch.full((batch,), log_probs.shape[0]), lengths, zero_infinity=True)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    def step() -> None:
+        train_step(model, images, targets, lengths, optimizer, scaler, amp=amp, clip=clip)
 
     step()  # warm-up
     start = time.perf_counter()
@@ -96,9 +92,9 @@ def data_rate(img_h: int, img_w: int, channels: int, n: int = 300) -> tuple[floa
 
 
 def run_synthetic(args) -> list[dict]:
-    import train
+    from train import Config
 
-    bf16_runs = train.cpu_runs_bf16()  # emulated bf16 is ~14x slower than fp32 and would take minutes per cell
+    bf16_runs = cpu_runs_bf16()  # emulated bf16 is many times slower than fp32 and would take minutes per cell
     print(f"# torch {torch.__version__}, {args.threads} threads, batch {args.batch}, median of {args.repeats}")
     if not bf16_runs:
         print("# this CPU has no bf16 instructions (AVX-512 or AMX): bf16 columns not measured")
@@ -120,7 +116,7 @@ def run_synthetic(args) -> list[dict]:
                     torch.manual_seed(0)
                     model = build_model(arch, NUM_CLASSES, channels, **default_arch_args(arch, img_h, img_w), **extra)
                     images = torch.randn(args.batch, channels, img_h, img_w)
-                    rates.append(steps_per_second(model.train(), images, bf16, channels_last, args.steps))
+                    rates.append(steps_per_second(model.train(), images, bf16, channels_last, args.steps, Config.clip))
                 cells.append(f"{statistics.median(rates):.0f} ({min(rates):.0f}-{max(rates):.0f})")
                 key = "bf16_channels_last" if channels_last else "bf16" if bf16 else "fp32"
                 row[key] = summary(rates)
@@ -215,8 +211,7 @@ def loader_rate(setup: dict, samples: list, batch: int, img_w: int, args, device
     from models.dataset import CaptchaDataset, collate
     from models.preprocess import InputSpec
 
-    known = {f.name for f in fields(train.Config)}
-    cfg = train.Config(**{k: v for k, v in setup["config"].items() if k in known})
+    cfg = train.config_from_dict(setup["config"])
     cfg.amp = args.amp or cfg.amp
     cfg = train.resolve_amp(cfg, device, 0)  # what train.py would run: fp32 where the CPU lacks bf16 kernels
     charset = Charset(setup["charset"])
@@ -227,6 +222,7 @@ def loader_rate(setup: dict, samples: list, batch: int, img_w: int, args, device
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scaler = grad_scaler(cfg.amp, device)
     steps = max(1, round(args.images / batch))
     dataset = CaptchaDataset(samples[: batch * (1 + steps * args.repeats)], spec, build_augment() if cfg.aug else None)
     workers = args.workers if args.workers is not None else cfg.num_workers
@@ -237,30 +233,16 @@ def loader_rate(setup: dict, samples: list, batch: int, img_w: int, args, device
         drop_last=True,
         num_workers=workers,
         collate_fn=collate,
-        worker_init_fn=train.worker_init,
+        worker_init_fn=worker_init,
         generator=torch.Generator().manual_seed(0),
         pin_memory=device.type == "cuda",
     )
 
     def step(items: dict) -> None:
-        images = train.to_device(items["images"], device, cfg)
         targets, lengths = encode_batch(items["labels"], charset)
-        with train.autocast(cfg, device):
-            logits = model(images)  # (B, T, C)
-        log_probs = logits.float().log_softmax(2).transpose(0, 1)  # (T, B, C)
-        input_lengths = torch.full((images.shape[0],), log_probs.shape[0], dtype=torch.long)
-        loss = F.ctc_loss(
-            log_probs,
-            torch.from_numpy(targets).to(device),
-            input_lengths,
-            torch.from_numpy(lengths),
-            blank=0,
-            zero_infinity=True,
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        optimizer.step()
+        images = to_device(items["images"], device, cfg.channels_last)
+        train_step(model, images, torch.from_numpy(targets), torch.from_numpy(lengths), optimizer, scaler,
+                   amp=cfg.amp, clip=cfg.clip)  # fmt: skip
 
     batches = iter(loader)
     step(next(batches))  # warm-up: worker start, first allocations
@@ -407,8 +389,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="synthetic mode: model variants")
-    parser.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints", help="loader modes: shipped models")
-    parser.add_argument("--data-root", type=Path, default=ROOT / "dataset" / "train", help="loader modes: images")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="loader modes: shipped models")
+    parser.add_argument("--data-root", type=Path, default=DATASET / "train", help="loader modes: images")
     parser.add_argument("--images", type=int, default=256, help="loader modes: images per timed window")
     parser.add_argument("--widths", default="96,128,160,192", help="sweep: input widths")
     parser.add_argument("--batches", default="16,32,64,128", help="sweep: batch sizes")

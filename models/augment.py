@@ -6,6 +6,7 @@ training preprocessing otherwise. Geometry is mild: captcha generators already d
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import numpy as np
@@ -31,8 +32,15 @@ def build_augment(strength: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
             A.ImageCompression(quality_range=(45, 95), p=p(0.25)),
         ]
     )  # fmt: skip
+    draws, py_draws = np.random.Generator(np.random.PCG64()), random.Random()
+    pipeline.set_random_state(draws, py_draws)  # shared by every transform, reseeded in place per image
 
     def augment(canvas: np.ndarray) -> np.ndarray:
+        # albumentations seeds itself from the OS; drawing each image's seed from numpy's global state instead
+        # makes a run repeatable: train.py seeds that state, saves it in last.pt and reseeds it in every worker.
+        seed = int(np.random.randint(2**31))
+        draws.bit_generator.state = np.random.PCG64(seed).state
+        py_draws.seed(seed)
         gray = canvas.shape[2] == 1
         image = np.repeat(canvas, 3, axis=2) if gray else canvas
         out = pipeline(image=image)["image"]

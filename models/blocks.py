@@ -1,4 +1,4 @@
-"""Pieces shared by the recognizers: the BiLSTM sequence model and the input-width contract."""
+"""Pieces shared by the recognizers: the BiLSTM sequence model and the recognizer contract (:class:`WidthContract`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,15 @@ def min_width_for(max_label_len: int, width_stride: int) -> int:
 
 
 class WidthContract(nn.Module):
-    """Base of every recognizer: ``(B, C, H, W) -> logits (B, T, num_classes)`` with ``T = W // width_stride``."""
+    """Base of every recognizer: ``(B, C, H, W) -> logits (B, T, num_classes)`` with ``T = W // width_stride``.
+
+    What training needs to know about a model is declared here, never guessed from parameter names:
+    ``ctc_head_name`` names the ``nn.Linear`` (features -> num_classes) that ``train.py --init`` resizes when the
+    charset grows, and :meth:`no_weight_decay` lists the parameters AdamW must not decay.
+    """
 
     width_stride = 4
+    ctc_head_name = "head"
 
     def __init__(self, max_label_len: int) -> None:
         super().__init__()
@@ -26,6 +32,14 @@ class WidthContract(nn.Module):
     @property
     def min_width(self) -> int:
         return min_width_for(self.max_label_len, self.width_stride)
+
+    @property
+    def ctc_head(self) -> nn.Linear:
+        return self.get_submodule(self.ctc_head_name)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters trained without weight decay: biases and norm scales (every 1-D parameter)."""
+        return {name for name, p in self.named_parameters() if p.dim() <= 1}
 
     def sequence_length(self, width: int) -> int:
         return width // self.width_stride

@@ -39,7 +39,7 @@ CHARSET_PRESETS = {
 }
 
 
-CASE_PRIOR = 0.2  # chosen on dataset/val: 0.2, 0.3 and 0.5 tie, 0.2 breaks fewest (docs/benchmarks.md)
+CASE_PRIOR = 0.2  # chosen on dataset/val with bench/case_prior.py (docs/benchmarks.md)
 
 
 @dataclass

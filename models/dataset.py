@@ -3,7 +3,7 @@
 A folder holds ``labels.txt`` (``name<TAB>label``) or ``labels.tsv`` (header row, realdev layout), images in
 ``images/`` or beside the label file, and optionally ``meta.tsv`` (source, type, answer per image) written by
 the merge tool. Images are decoded lazily, one at a time, through the shared :func:`models.preprocess` path,
-so a set of 460,000 images never sits decoded in memory.
+so a training set of any size never sits decoded in memory.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def read_folder(
 
 
 class CaptchaDataset(Dataset):
-    """Items are ``(image float32 (C, H, W), label, index)``; an unreadable image gives ``None`` (counted)."""
+    """Items are ``{"image": float32 (C, H, W), "label", "index"}``; an unreadable image gives ``{"error", "index"}``,
+    which :func:`collate` passes on so the caller counts it."""
 
     def __init__(
         self,

@@ -1,6 +1,13 @@
 """Registry of the recognizers: ``build_model(name, ...)`` picks the class by name.
 
 The name table needs no torch, so the serving tier can list and validate names; building imports the model.
+
+The contract of every recognizer class (its base is :class:`models.blocks.WidthContract`):
+
+* ``forward(images (B, C, H, W)) -> logits (B, T, num_classes)``, blank at class 0, ``T = W // width_stride``;
+* ``width_stride``, ``min_width`` (narrowest input whose T fits ``max_label_len``) and ``sequence_length(W)``;
+* ``ctc_head_name``: the attribute holding the final ``nn.Linear`` to num_classes, resized by ``train.py --init``;
+* ``no_weight_decay()``: names of the parameters AdamW leaves undecayed (norms, biases, positional embeddings).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ ARCH_NAMES = tuple(ARCHS)
 
 
 def check_arch(name: str) -> str:
+    """``name`` if it is a known architecture, else a ValueError listing the known ones."""
     if name not in ARCHS:
         raise ValueError(f"unknown arch {name!r}; known: {', '.join(ARCH_NAMES)}")
     return name

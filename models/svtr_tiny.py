@@ -128,6 +128,10 @@ class SVTRTiny(WidthContract):
         self.head = nn.Linear(combine_dim, num_classes)
         self.apply(self._init)
 
+    def no_weight_decay(self) -> set[str]:
+        """Also the positional embedding: decaying it would pull every position towards the same vector."""
+        return super().no_weight_decay() | {"pos"}
+
     @staticmethod
     def _init(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):

@@ -23,13 +23,17 @@ def run(args: list[str], expect: int = 0) -> subprocess.CompletedProcess:
     return out
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = make_dataset(tmp_path_factory.mktemp("fx") / "set", 20, seed=3)
+def add_broken_image(root: Path) -> Path:
+    """Label one more image of ``root`` that no decoder reads (a PNG signature, then garbage): broken.png."""
     (root / "images" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with open(root / "labels.txt", "a", encoding="utf-8") as f:
         f.write("broken.png\tABCD\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return add_broken_image(make_dataset(tmp_path_factory.mktemp("fx") / "set", 20, seed=3))
 
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])

@@ -47,6 +47,34 @@ def test_gradients_reach_every_parameter(arch):
     assert not missing, f"no gradient for {missing}"
 
 
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_ctc_head_is_declared_and_makes_the_logits(arch):
+    model = make(arch)
+    head = model.ctc_head
+    assert isinstance(head, torch.nn.Linear) and head is getattr(model, model.ctc_head_name)
+    assert head.out_features == NUM_CLASSES
+    seen = []
+    hook = head.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():
+        logits = model(torch.randn(2, default_channels(arch), 32, 128))
+    hook.remove()
+    assert torch.equal(seen[0], logits)  # nothing after the head: resizing it resizes the output
+
+
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_no_weight_decay_is_declared_per_architecture(arch):
+    model = make(arch)
+    exempt = model.no_weight_decay()
+    params = dict(model.named_parameters())
+    assert exempt <= set(params)
+    assert {n for n, p in params.items() if p.dim() == 1} <= exempt  # every bias and norm scale
+    assert all(params[n].dim() == 1 for n in exempt - {"pos"})
+    assert ("pos" in exempt) == (arch == "svtr_tiny")  # SVTR's learned positional embedding is not decayed
+    # the rule training used before models declared it (by parameter name): the same groups, so old optimizer
+    # states still load
+    assert exempt == {n for n, p in params.items() if not (p.dim() > 1 and "pos" not in n)}
+
+
 def test_svtr_has_local_and_global_mixing():
     from models.svtr_tiny import SVTRTiny
 

@@ -134,22 +134,6 @@ def test_init_fine_tunes_and_extends_charset(tiny_data, tmp_path):
     assert tuned.startswith(base_charset) and "Z" in tuned and "Z" not in base_charset
 
 
-def test_distillation_loss_is_zero_on_the_teacher_itself_and_trains_only_the_student(sharp_models):
-    from train import Config, distillation_loss
-
-    teacher = load_model(sharp_models["vanilla_crnn"] / "best.pt").model
-    images = torch.randn(4, 1, 32, 128)
-    cfg, cpu = Config(amp="off"), torch.device("cpu")
-    with torch.no_grad():
-        own = teacher(images).log_softmax(2).transpose(0, 1)
-    assert abs(float(distillation_loss(teacher, images, own, cfg, cpu))) < 1e-5
-    student = torch.zeros_like(own, requires_grad=True)  # uniform: far from the decisive teacher
-    loss = distillation_loss(teacher, images, student.log_softmax(2), cfg, cpu)
-    assert float(loss.detach()) > 0.5
-    loss.backward()
-    assert student.grad is not None and all(p.grad is None for p in teacher.parameters())
-
-
 def test_teacher_sets_the_students_input_and_charset(tiny_data, tmp_path, sharp_models):
     teacher_file = str(sharp_models["vanilla_crnn"] / "best.pt")
     teacher = load_model(teacher_file)
@@ -187,3 +171,28 @@ def test_bf16_on_a_cpu_without_bf16_kernels_trains_in_fp32(monkeypatch, capsys):
     monkeypatch.setattr(train, "cpu_runs_bf16", lambda: True)
     assert train.resolve_amp(train.Config(amp="bf16"), cpu, 0).amp == "bf16"
     assert capsys.readouterr().out == ""
+
+
+def test_every_flag_has_help_in_its_group_and_old_names_still_work(capsys):
+    import dataclasses
+
+    import train
+
+    helps = train.config_help()
+    assert set(helps) == {f.name for f in dataclasses.fields(train.Config)}
+    assert {group for group, _ in helps.values()} == {"data", "model", "optimisation", "run"}
+    assert all(text.strip() for _, text in helps.values())
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for heading in ("data:", "model:", "optimisation:", "run:"):
+        assert f"\n{heading}\n" in text
+    assert "--test-root TEST_ROOT, --val-root TEST_ROOT" in text and "--imgH IMG_H" in text
+
+    old = train.parse_args(["--val-root", "t", "--select-root", "v", "--val-every", "3"])[0]
+    new = train.parse_args(["--test-root", "t", "--validation-root", "v", "--test-every", "3"])[0]
+    assert old == new and (new.test_root, new.validation_root, new.test_every) == ("t", "v", 3)
+    assert [c.arch for c in train.parse_args(["--arch", "all"])] == ["vanilla_crnn", "crnn_resnet34", "svtr_tiny"]
+    # a config.json written before the rename reads the same
+    expected = dataclasses.replace(train.Config(), test_root="t", validation_root="v", test_every=3)
+    assert train.config_from_dict({"val_root": "t", "select_root": "v", "val_every": 3, "gone": 1}) == expected

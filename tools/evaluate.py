@@ -21,7 +21,7 @@ import numpy as np
 from models.codec import add_case_prior_argument
 from models.dataset import read_folder
 from models.engine import BACKENDS, Engine, load_engine
-from models.preprocess import batches, prepare_batch
+from models.evaluation import prepared_batches, score
 from models.report import (
     Scored,
     confusions,
@@ -37,20 +37,13 @@ def preprocessed_batches(
     engine: Engine, samples: list, batch: int, errors: list[str]
 ) -> Iterator[tuple[list, np.ndarray]]:
     """``(readable samples, their inputs)`` per batch of ``samples``; unreadable images go to ``errors`` as lines."""
-    for chunk in batches(samples, batch):
-        prepared = prepare_batch([sample.path for sample in chunk], engine.spec)
-        errors += [f"{chunk[index].path}: {error}" for index, error in prepared.failures]
-        if prepared.kept:
-            yield [chunk[index] for index in prepared.kept], prepared.inputs
+    return prepared_batches(samples, engine.spec, batch, errors)
 
 
 def score_samples(engine: Engine, samples: list, batch: int = 64) -> tuple[list[Scored], list[str]]:
     """Predict ``samples`` (models.dataset.Sample) in batches; unreadable images are returned as error lines."""
-    rows: list[Scored] = []
     errors: list[str] = []
-    for chunk, inputs in preprocessed_batches(engine, samples, batch, errors):
-        for s, pred in zip(chunk, engine.predict_arrays(inputs), strict=True):
-            rows.append(Scored(s.path.name, s.label, pred.text, pred.confidence, s.source, s.type, s.answer, s.flags))
+    rows = score(engine.predict_arrays, prepared_batches(samples, engine.spec, batch, errors))
     return rows, errors
 
 

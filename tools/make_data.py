@@ -22,9 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from models.paths import ROOT
 from tools.java_build import JAVA_SRC, compile_runners
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = "160x60:40,180x64:20,200x64:15,256x64:10,120x40:10,96x32:5"
 LENGTHS = "4:50,5:25,6:25"
 # family -> (runner class, arguments after "<command>" that select the recipe; {out} and {n} are filled in)

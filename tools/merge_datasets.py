@@ -72,6 +72,7 @@ from tqdm import tqdm
 
 from models.charset import Charset, normalize_label, read_labels, write_labels
 from models.preprocess import load_image
+from models.report import md_table
 
 SPLIT_PREFIX = {"train": "tr", "val": "va", "test": "te"}  # output names: tr_00000001.png, ...
 META_COLUMNS = ("filename", "label", "source", "type", "width", "height", "font", "answer", "flags")
@@ -294,6 +295,77 @@ def filter_charset(samples: list[Sample], charset: Charset | None, stats: Stats)
     return kept
 
 
+def drop_keys(samples: list[Sample], keys: set[str] | frozenset[str], reason: str, stats: Stats) -> list[Sample]:
+    """``samples`` without those whose image key is in ``keys``, each counted under ``reason``."""
+    kept = []
+    for s in samples:
+        if s.key in keys:
+            stats.dropped[(s.split, s.source, reason)] += 1
+        else:
+            kept.append(s)
+    return kept
+
+
+def drop_conflicts(samples: list[Sample], stats: Stats) -> list[Sample]:
+    """Drop every copy of an image that carries two different labels anywhere: no label of it is trustworthy."""
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for s in samples:
+        labels_of[s.key].add(s.label)
+    bad = {k for k, labels in labels_of.items() if len(labels) > 1}
+    copies: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        if s.key in bad:
+            copies[s.key].append(s)
+    for key in sorted(bad):
+        where = ", ".join(f"{s.split}/{s.source}/{s.filename}={s.label!r}" for s in copies[key])
+        stats.conflicts.append(f"{key[:12]}: {where}")
+    return drop_keys(samples, bad, "conflict", stats)
+
+
+def drop_exact_duplicates(samples: list[Sample], dedupe_within: bool, stats: Stats) -> list[Sample]:
+    """Remove from train every image that is in test; with ``dedupe_within`` keep one row per image in a split
+    (the first), else count the duplicates kept."""
+    test_keys = {s.key for s in samples if s.split == "test"}
+    kept, seen = [], set()
+    for s in samples:
+        if s.split != "test" and s.key in test_keys:  # test keeps the image, train loses it
+            stats.dropped[(s.split, s.source, "duplicate_cross_split")] += 1
+        elif (s.split, s.key) in seen:
+            if dedupe_within:
+                stats.dropped[(s.split, s.source, "duplicate_within")] += 1
+                continue
+            stats.kept_exact_dupes[s.split] += 1
+            kept.append(s)
+        else:
+            seen.add((s.split, s.key))
+            kept.append(s)
+    return kept
+
+
+def drop_near_duplicates(samples: list[Sample], stats: Stats) -> list[Sample]:
+    """Same label and same average hash count as a duplicate (test wins); same hash with another label is only
+    listed in ``stats.near_mismatches``."""
+    test_near = {(s.near_key, s.label) for s in samples if s.split == "test"}
+    labels_of_hash: dict[bytes, dict[str, Sample]] = defaultdict(dict)
+    kept, seen_near = [], set()
+    for s in samples:
+        first = labels_of_hash[s.near_key].setdefault(s.label, s)
+        if len(labels_of_hash[s.near_key]) > 1 and first is s:  # a new label for this hash
+            other = next(iter(labels_of_hash[s.near_key].values()))
+            stats.near_mismatches.append(
+                f"{s.split}/{s.source}/{s.filename}={s.label!r} looks like "
+                f"{other.split}/{other.source}/{other.filename}={other.label!r} (kept both)"
+            )
+        if s.split != "test" and (s.near_key, s.label) in test_near:
+            stats.dropped[(s.split, s.source, "near_cross_split")] += 1
+        elif (s.split, s.near_key, s.label) in seen_near:
+            stats.dropped[(s.split, s.source, "near_within")] += 1
+        else:
+            seen_near.add((s.split, s.near_key, s.label))
+            kept.append(s)
+    return kept
+
+
 def dedupe(
     samples: list[Sample], dedupe_within: bool, near_dupes: bool, stats: Stats, excluded: frozenset[str] = frozenset()
 ) -> list[Sample]:
@@ -301,72 +373,12 @@ def dedupe(
 
     ``excluded``: hashes of images that must not be in the result (``--exclude``).
     """
-
-    def drop(s: Sample, reason: str) -> None:
-        stats.dropped[(s.split, s.source, reason)] += 1
-
-    def drop_keys(samples: list[Sample], keys: set[str] | frozenset[str], reason: str) -> list[Sample]:
-        """``samples`` without those whose image key is in ``keys``, each counted under ``reason``."""
-        kept = []
-        for s in samples:
-            if s.key in keys:
-                drop(s, reason)
-            else:
-                kept.append(s)
-        return kept
-
-    samples = drop_keys(samples, excluded, "excluded")
-
-    if dedupe_within:  # an image with two labels anywhere has no trustworthy label: drop every copy
-        labels_of: dict[str, set[str]] = defaultdict(set)
-        for s in samples:
-            labels_of[s.key].add(s.label)
-        bad = {k for k, labels in labels_of.items() if len(labels) > 1}
-        copies: dict[str, list[Sample]] = defaultdict(list)
-        for s in samples:
-            if s.key in bad:
-                copies[s.key].append(s)
-        for key in sorted(bad):
-            where = ", ".join(f"{s.split}/{s.source}/{s.filename}={s.label!r}" for s in copies[key])
-            stats.conflicts.append(f"{key[:12]}: {where}")
-        samples = drop_keys(samples, bad, "conflict")
-
-    test_keys = {s.key for s in samples if s.split == "test"}
-    kept, seen = [], set()
-    for s in samples:
-        if s.split != "test" and s.key in test_keys:  # test keeps the image, train loses it
-            drop(s, "duplicate_cross_split")
-        elif (s.split, s.key) in seen:
-            if dedupe_within:
-                drop(s, "duplicate_within")
-                continue
-            stats.kept_exact_dupes[s.split] += 1
-            kept.append(s)
-        else:
-            seen.add((s.split, s.key))
-            kept.append(s)
-    samples = kept
-
+    samples = drop_keys(samples, excluded, "excluded", stats)
+    if dedupe_within:
+        samples = drop_conflicts(samples, stats)
+    samples = drop_exact_duplicates(samples, dedupe_within, stats)
     if near_dupes:
-        test_near = {(s.near_key, s.label) for s in samples if s.split == "test"}
-        labels_of_hash: dict[bytes, dict[str, Sample]] = defaultdict(dict)
-        kept, seen_near = [], set()
-        for s in samples:
-            first = labels_of_hash[s.near_key].setdefault(s.label, s)
-            if len(labels_of_hash[s.near_key]) > 1 and first is s:  # a new label for this hash
-                other = next(iter(labels_of_hash[s.near_key].values()))
-                stats.near_mismatches.append(
-                    f"{s.split}/{s.source}/{s.filename}={s.label!r} looks like "
-                    f"{other.split}/{other.source}/{other.filename}={other.label!r} (kept both)"
-                )
-            if s.split != "test" and (s.near_key, s.label) in test_near:
-                drop(s, "near_cross_split")
-            elif (s.split, s.near_key, s.label) in seen_near:
-                drop(s, "near_within")
-            else:
-                seen_near.add((s.split, s.near_key, s.label))
-                kept.append(s)
-        samples = kept
+        samples = drop_near_duplicates(samples, stats)
     return samples
 
 
@@ -442,7 +454,7 @@ def build_charset(splits: dict[str, list[Sample]], dests: dict[str, Path], args:
 
 
 def copy_file(src: Path, dst: Path) -> None:
-    """``shutil.copyfile`` without its checks: about twice as fast for many small files (bench/bench_merge.py)."""
+    """``shutil.copyfile`` without its per-call checks, which cost more than the copy of a small file."""
     if not hasattr(os, "sendfile"):  # pragma: no cover - not Linux/macOS
         shutil.copyfile(src, dst)
         return
@@ -616,20 +628,13 @@ def section_order(key: str) -> tuple:
     return (1, key)
 
 
-def md_table(header: list[str], rows: list[list]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return lines + [""]
+def table_lines(headers: list[str], rows: list[list]) -> list[str]:
+    """A markdown table (``models.report.md_table``) and the blank line after it, as report lines."""
+    return [md_table(headers, rows), ""]
 
 
-def report_markdown(path: Path, counts: dict, stats: Stats, args: argparse.Namespace, charset: Charset) -> None:
-    splits = list(counts)
-    lines = ["# Merge report", "", f"Command: `{' '.join(args.argv)}`", ""]
-    lines += [f"Charset: {len(charset)} symbols, written to `{args.charset_out}`.", ""]
-    lines += ["## Splits", ""]
-    lines += md_table(["split", "images"], [[s, sum(counts[s]["source"].values())] for s in splits])
-
-    lines += ["## Sources", ""]
+def sources_section(counts: dict, stats: Stats) -> list[str]:
+    """Per (split, source): rows read, rows past the limit, rows kept and rows dropped by reason."""
     reasons = [r for r in PROBLEM_KINDS + DUPLICATE_KINDS if any(k[2] == r for k in stats.dropped)]
     rows = []
     for split, source in sorted(stats.rows_read):
@@ -640,14 +645,23 @@ def report_markdown(path: Path, counts: dict, stats: Stats, args: argparse.Names
             [split, source, stats.rows_read[(split, source)], stats.rows_limited[(split, source)], kept]
             + [stats.dropped[(split, source, r)] for r in reasons]
         )
-    lines += md_table(["split", "source", "rows read", "past limit", "kept"] + reasons, rows)
+    return ["## Sources", ""] + table_lines(["split", "source", "rows read", "past limit", "kept"] + reasons, rows)
 
+
+def counts_sections(counts: dict) -> list[str]:
+    """One table per section of ``count_rows`` (type, size, label length, format), a column per split."""
+    splits = list(counts)
+    lines = []
     for section in ("type", "size", "label length", "format"):
         keys = sorted({k for s in splits for k in counts[s][section]}, key=section_order)
         lines += [f"## By {section}", ""]
-        lines += md_table([section] + splits, [[k] + [counts[s][section][k] for s in splits] for k in keys])
+        lines += table_lines([section] + splits, [[k] + [counts[s][section][k] for s in splits] for k in keys])
+    return lines
 
-    lines += ["## Duplicates", ""]
+
+def duplicates_section(stats: Stats) -> list[str]:
+    """Rows removed per duplicate rule, duplicates kept, and the images listed by hand (conflicts, near misses)."""
+    lines = ["## Duplicates", ""]
     for reason in DUPLICATE_KINDS:
         n = sum(v for k, v in stats.dropped.items() if k[2] == reason)
         lines.append(f"- {reason.replace('_', ' ')}: {n} rows removed")
@@ -660,18 +674,31 @@ def report_markdown(path: Path, counts: dict, stats: Stats, args: argparse.Names
     if stats.near_mismatches:
         lines += ["Same average hash, different labels (kept, check by eye):", ""]
         lines += [f"- {c}" for c in stats.near_mismatches[:REPORT_LIST_LIMIT]] + [""]
+    return lines
 
-    lines += ["## Problems", ""]
+
+def problems_section(stats: Stats) -> list[str]:
+    """Problem counts by kind and the first ``REPORT_LIST_LIMIT`` problems (all of them are in the CSV)."""
+    lines = ["## Problems", ""]
     kinds = Counter(p[0] for p in stats.problems)
-    if kinds:
-        lines += md_table(["problem", "rows"], [[k, n] for k, n in kinds.most_common()])
-        shown = stats.problems[:REPORT_LIST_LIMIT]
-        lines += [f"- {kind} ({split}/{source}): {detail}" for kind, split, source, detail in shown]
-        if len(stats.problems) > len(shown):
-            lines.append(f"- ... {len(stats.problems) - len(shown)} more in merge_report.csv")
-        lines.append("")
-    else:
-        lines += ["None.", ""]
+    if not kinds:
+        return lines + ["None.", ""]
+    lines += table_lines(["problem", "rows"], [[k, n] for k, n in kinds.most_common()])
+    shown = stats.problems[:REPORT_LIST_LIMIT]
+    lines += [f"- {kind} ({split}/{source}): {detail}" for kind, split, source, detail in shown]
+    if len(stats.problems) > len(shown):
+        lines.append(f"- ... {len(stats.problems) - len(shown)} more in merge_report.csv")
+    return lines + [""]
+
+
+def report_markdown(path: Path, counts: dict, stats: Stats, args: argparse.Namespace, charset: Charset) -> None:
+    """``merge_report.md``: command, charset, split sizes, then the sections above."""
+    lines = ["# Merge report", "", f"Command: `{' '.join(args.argv)}`", ""]
+    lines += [f"Charset: {len(charset)} symbols, written to `{args.charset_out}`.", ""]
+    lines += ["## Splits", ""]
+    lines += table_lines(["split", "images"], [[s, sum(by["source"].values())] for s, by in counts.items()])
+    lines += sources_section(counts, stats) + counts_sections(counts)
+    lines += duplicates_section(stats) + problems_section(stats)
     if stats.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in stats.notes] + [""]
     lines += ["![counts](merge_report.png)", ""]
@@ -697,7 +724,7 @@ def summary_lines(counts: dict, stats: Stats) -> list[str]:
 # --------------------------------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--train-dest", default="dataset/train", help="train split root (default %(default)s)")
     p.add_argument("--test-dest", default="dataset/test", help="test split root (default %(default)s)")
@@ -719,16 +746,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--charset-out", default=None, help="default: <train-dest>/../charset.txt")
     p.add_argument("--report", default=None, metavar="DIR", help="report folder (default: <train-dest>/..)")
     p.add_argument("--workers", type=int, default=min(8, 2 * (os.cpu_count() or 1)), help="I/O threads")
-    args = p.parse_args(argv)
-    args.argv = ["tools/merge_datasets.py"] + list(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse (``p.error``, exit 2) what cannot work: no source, a missing source, a move out of a destination."""
     if not args.train_src and not args.test_src:
         p.error("give at least one --train-src or --test-src")
     if not 0 <= args.val_fraction < 1:
         p.error("--val-fraction must be in [0, 1)")
-    train_dest = Path(args.train_dest)
-    args.val_dest = args.val_dest or str(train_dest.parent / "val")
-    args.charset_out = args.charset_out or str(train_dest.parent / "charset.txt")
-    args.report = args.report or str(train_dest.parent)
     dests = [Path(d).resolve() for d in (args.train_dest, args.test_dest, args.val_dest)]
     if len(set(dests)) < 3:
         p.error("--train-dest, --test-dest and --val-dest must be different folders")
@@ -745,6 +771,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         src = Path(path).resolve()
         if args.copy_mode == "move" and any(src == d or d in src.parents for d in dests):
             p.error(f"--copy-mode move: source {path} lies inside a destination; use copy")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parsed and checked arguments, with the defaults that depend on ``--train-dest`` filled in."""
+    p = make_parser()
+    args = p.parse_args(argv)
+    args.argv = ["tools/merge_datasets.py"] + list(sys.argv[1:] if argv is None else argv)
+    train_dest = Path(args.train_dest)
+    args.val_dest = args.val_dest or str(train_dest.parent / "val")
+    args.charset_out = args.charset_out or str(train_dest.parent / "charset.txt")
+    args.report = args.report or str(train_dest.parent)
+    check_args(p, args)
     return args
 
 
@@ -762,33 +800,49 @@ def fingerprint(args: argparse.Namespace) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build(args: argparse.Namespace, state_path: Path, state: dict) -> Stats:
-    """Scan, plan and stage everything in <dest>/.partial; sources and current dests stay untouched."""
-    stats = Stats()
-    clock = [time.perf_counter()]
+class PhaseClock:
+    """Seconds per phase of a merge, kept in ``state["timings"]`` and printed at the end."""
 
-    def lap(name: str) -> None:  # seconds per phase, printed at the end
-        clock.append(time.perf_counter())
-        state.setdefault("timings", {})[name] = round(clock[-1] - clock[-2], 2)
+    def __init__(self, state: dict) -> None:
+        self.timings = state.setdefault("timings", {})
+        self.last = time.perf_counter()
 
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.last, 2)
+        self.last = now
+
+
+def read_sources(args: argparse.Namespace, stats: Stats) -> list[Sample]:
+    """Label rows of every ``--train-src`` then every ``--test-src``, in the order given."""
     samples: list[Sample] = []
     for split in ("train", "test"):
         limit = getattr(args, f"limit_{split}_per_src")
         for name, path in getattr(args, f"{split}_src"):
             samples += read_source(split, name, Path(path), limit, stats)
-    lap("read labels")
-    samples = scan(samples, args.near_dupes, args.workers, stats)
-    excluded = hash_excluded(args.exclude, args.workers)
-    lap("scan images")
-    splits = plan_splits(samples, args, stats, excluded)
-    dests = {split: Path(getattr(args, f"{split}_dest")).resolve() for split in ("train", "val", "test")}
-    charset = build_charset(splits, dests, args)
+    return samples
+
+
+def dest_folders(args: argparse.Namespace) -> dict[str, Path]:
+    return {split: Path(getattr(args, f"{split}_dest")).resolve() for split in ("train", "val", "test")}
+
+
+def note_stale_val(
+    splits: dict[str, list[Sample]], dests: dict[str, Path], args: argparse.Namespace, stats: Stats
+) -> None:
+    """A val split left from an earlier merge may now share images with the new train: say so."""
     val_excluded = dests["val"] in {Path(d).resolve() for d in args.exclude}
     if "val" not in splits and "train" in splits and (dests["val"] / "labels.txt").is_file() and not val_excluded:
         stats.notes.append(
             f"{dests['val']} is from an earlier merge and was left as it is: it may overlap the new train"
         )
 
+
+def stage_splits(
+    splits: dict[str, list[Sample]], dests: dict[str, Path], charset: Charset, args: argparse.Namespace, stats: Stats
+) -> list[tuple[str, Path]]:
+    """Copy or link every split's images into ``<dest>/.partial`` with its label files; returns the moves
+    ``(source file, final destination)`` that a ``move`` removes the sources of once the merge is in place."""
     moves = []
     link_fallbacks = 0
     for split, rows in splits.items():
@@ -804,7 +858,6 @@ def build(args: argparse.Namespace, state_path: Path, state: dict) -> Stats:
         write_meta(partial / "meta.tsv", rows)
         charset.save(partial / "charset.txt")
         moves += [(os.path.abspath(s.path), dests[split] / "images" / s.dest_name) for s in rows]
-    lap(f"{'link' if args.copy_mode != 'copy' else 'copy'} files")
     if link_fallbacks and args.copy_mode == "link":
         stats.notes.append(f"link: {link_fallbacks} files were copied because a hard link was not possible")
     not_merged = sum(stats.rows_read.values()) - len(moves)
@@ -812,28 +865,56 @@ def build(args: argparse.Namespace, state_path: Path, state: dict) -> Stats:
         stats.notes.append(
             f"move: the files of {not_merged} rows not merged (duplicates, problems) stay in the sources"
         )
+    return moves
 
-    extra = dests["train"] / PARTIAL / "extra"
+
+def stage_reports(
+    extra: Path, splits: dict[str, list[Sample]], charset: Charset, args: argparse.Namespace, stats: Stats
+) -> dict:
+    """Charset and ``merge_report.{md,csv,png}`` into the staging folder ``extra``; returns ``count_rows``."""
     extra.mkdir(parents=True, exist_ok=True)
     charset.save(extra / "charset.txt")
     counts = count_rows(splits)
     report_markdown(extra / "merge_report.md", counts, stats, args, charset)
     report_csv(extra / "merge_report.csv", counts, stats)
     report_chart(extra / "merge_report.png", counts, stats)
-    lap("report")
+    return counts
+
+
+def commit_plan(splits: dict, dests: dict[str, Path], extra: Path, args: argparse.Namespace) -> dict:
+    """What ``commit`` needs, saved in the state file: split folders to swap, charset copies, files to place."""
+    report_dir = Path(args.report).resolve()
+    reports = ("merge_report.md", "merge_report.csv", "merge_report.png")
+    return {
+        "splits": {split: str(dests[split]) for split in splits},
+        "charset_copies": [str(d) for s, d in dests.items() if s in splits or (d / "labels.txt").is_file()],
+        "extras": [[str(extra / "charset.txt"), str(Path(args.charset_out).resolve())]]
+        + [[str(extra / n), str(report_dir / n)] for n in reports],
+    }
+
+
+def build(args: argparse.Namespace, state_path: Path, state: dict) -> Stats:
+    """Scan, plan and stage everything in <dest>/.partial; sources and current dests stay untouched."""
+    stats = Stats()
+    clock = PhaseClock(state)
+    samples = read_sources(args, stats)
+    clock.lap("read labels")
+    samples = scan(samples, args.near_dupes, args.workers, stats)
+    excluded = hash_excluded(args.exclude, args.workers)
+    clock.lap("scan images")
+    splits = plan_splits(samples, args, stats, excluded)
+    dests = dest_folders(args)
+    charset = build_charset(splits, dests, args)
+    note_stale_val(splits, dests, args, stats)
+    moves = stage_splits(splits, dests, charset, args, stats)
+    clock.lap(f"{'link' if args.copy_mode != 'copy' else 'copy'} files")
+    extra = dests["train"] / PARTIAL / "extra"
+    counts = stage_reports(extra, splits, charset, args, stats)
+    clock.lap("report")
     if args.copy_mode == "move":
         with open(extra / "moves.tsv", "w", encoding="utf-8", newline="\n") as f:
             f.writelines(f"{src}\t{dst}\n" for src, dst in moves)
-
-    report_dir = Path(args.report).resolve()
-    state.update(
-        phase="committing",
-        splits={split: str(dests[split]) for split in splits},
-        charset_copies=[str(d) for s, d in dests.items() if s in splits or (d / "labels.txt").is_file()],
-        extras=[[str(extra / "charset.txt"), str(Path(args.charset_out).resolve())]]
-        + [[str(extra / n), str(report_dir / n)] for n in ("merge_report.md", "merge_report.csv", "merge_report.png")],
-        summary=summary_lines(counts, stats),
-    )
+    state.update(phase="committing", **commit_plan(splits, dests, extra, args), summary=summary_lines(counts, stats))
     write_json_atomic(state_path, state)
     return stats
 
@@ -867,15 +948,10 @@ def commit(state_path: Path, state: dict) -> None:
     write_json_atomic(state_path, state)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    train_dest = Path(args.train_dest)
-    state_path = train_dest / STATE_FILE
-    current = fingerprint(args)
-    previous = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else None
-
-    if previous and previous["phase"] in ("committing", "cleaning", "finishing"):
+def finish_earlier_merge(train_dest: Path, state_path: Path, previous: dict, current: str) -> int | None:
+    """Exit code when the state file settles this run (an interrupted commit to finish or refuse, a merge already
+    done with these arguments); ``None`` when a fresh merge should start."""
+    if previous["phase"] in ("committing", "cleaning", "finishing"):
         if previous["fingerprint"] != current:
             print(
                 f"merge_datasets: an earlier merge into {train_dest} stopped while putting its result in place.\n"
@@ -887,10 +963,24 @@ def main(argv: list[str] | None = None) -> int:
         commit(state_path, previous)
         print("\n".join(previous["summary"]))
         return 0
-    if previous and previous["phase"] == "done" and previous["fingerprint"] == current:
+    if previous["phase"] == "done" and previous["fingerprint"] == current:
         print(f"{train_dest}: already merged from these sources with these arguments; nothing to do")
         print("\n".join(previous["summary"]))
         return 0
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    train_dest = Path(args.train_dest)
+    state_path = train_dest / STATE_FILE
+    current = fingerprint(args)
+    if state_path.is_file():
+        previous = json.loads(state_path.read_text(encoding="utf-8"))
+        code = finish_earlier_merge(train_dest, state_path, previous, current)
+        if code is not None:
+            return code
 
     # A fresh start. Leftovers of an interrupted staging are copies or links: safe to throw away.
     for dest in {train_dest, Path(args.test_dest), Path(args.val_dest)}:

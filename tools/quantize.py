@@ -11,10 +11,9 @@ the tool refuses (exit 1, nothing written) when exact match drops by more than `
 
 Weights are quantized to 7 bits (``reduce_range``: [-64, 64]). On x86 CPUs without VNNI (AVX2 only: AMD Zen 1-3,
 Intel before Ice Lake/Alder Lake) onnxruntime multiplies uint8 activations by int8 weights with ``vpmaddubsw``, which
-adds pairs of products into 16 bits and saturates when two 8-bit weights meet large activations. The full-range
-model that shipped until then read our test split at 93.2% on a VNNI CPU, and 51.0% of 300 of its images on an
-AVX2 one (fp32: 95.7%). With 7-bit weights no pair can leave 16 bits (2 x 255 x 64 < 32768), so every CPU computes
-the same integers; it costs 0.16 points on our test split (docs/benchmarks.md, "int8 on CPUs without VNNI").
+adds pairs of products into 16 bits and saturates when two 8-bit weights meet large activations, so a full-range
+model reads far worse there than on a VNNI CPU. With 7-bit weights no pair can leave 16 bits
+(2 x 255 x 64 < 32768), so every CPU computes the same integers (docs/benchmarks.md, "int8 on CPUs without VNNI").
 
 Dynamic quantization is not offered: onnxruntime runs its ConvInteger kernels slower than fp32 convolutions
 (``bench/bench_inference.py`` measures it), while static QDQ convolutions use the CPU's int8 dot-product units.
