@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from models.paths import REALDEV, ROOT
+from tools.tiny_dataset import make_dataset
 
 TEST_CHARSET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+-*/=?"
 
@@ -84,6 +85,13 @@ def make_sharp_model(arch: str, folder: Path, img_h: int = 32, img_w: int = 128)
 
 # A vanilla CRNN small enough to train for a few epochs inside a test.
 TINY_CRNN = '{"channels": [8, 16, 32, 32, 32, 32, 32], "hidden": 32}'
+
+
+def train_and_test_splits(root: Path, train: int, test: int) -> Path:
+    """``root/train`` and ``root/test`` tiny datasets of ``train`` and ``test`` images (different seeds)."""
+    make_dataset(root / "train", train, seed=0)
+    make_dataset(root / "test", test, seed=1)
+    return root
 
 
 def train_cmd(data: Path, out: Path, *extra: str, train_root: str = "train") -> list[str]:

@@ -202,8 +202,8 @@ def test_ctext_every_style(ctext_all):
 
 
 def test_ctext_flags_words_that_run_off_the_canvas(classes, tmp_path):
-    """edge_clip marks text ink within 2 px of a side, as in realdev; long words on small canvases run off (realdev:
-    6 chars 49%, 4 chars 0.8%), and wide canvases keep every word whole."""
+    """edge_clip marks text ink within 2 px of a side, as in realdev; long words on small canvases run off more often
+    than short ones (as in realdev), and wide canvases keep every word whole."""
     out = tmp_path / "ctext"
     sizes = "--sizes", "96x32:1,256x64:1"
     run(classes, "KaptchaTextRunner", "smart", str(out), "240", *sizes, "--len", "4:1,6:1", "--seed", "3")

@@ -22,7 +22,7 @@ import pytest
 import torch
 from test_merge_datasets import make_source, png, snapshot, split_contents
 
-from helpers import ROOT
+from helpers import ROOT, train_and_test_splits
 from helpers import train_cmd as tiny_train_cmd
 from models.checkpoint import load_model, read_checkpoint
 from tools.tiny_dataset import make_dataset
@@ -61,10 +61,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_dataset(root / "train", 64, seed=0)
-    make_dataset(root / "test", 8, seed=1)
-    return root
+    return train_and_test_splits(tmp_path_factory.mktemp("data"), 64, 8)
 
 
 def train_cmd(data: Path, out: Path, *extra: str, train_root: str = "train") -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, train_cmd
+from helpers import ROOT, train_and_test_splits, train_cmd
 from models.checkpoint import load_model, read_checkpoint
 from models.engine import load_engine
 from tools.tiny_dataset import make_dataset
@@ -21,10 +21,7 @@ from tools.tiny_dataset import make_dataset
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    make_dataset(root / "train", 160, seed=0)
-    make_dataset(root / "test", 24, seed=1)
-    return root
+    return train_and_test_splits(tmp_path_factory.mktemp("data"), 160, 24)
 
 
 def run(cmd: list[str], timeout: int = 300, **kw) -> subprocess.CompletedProcess:
