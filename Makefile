@@ -87,13 +87,13 @@ train: setup-train ## Train the three recognizers on dataset/train (TRAIN_ARGS="
 
 eval: setup-dev ## Evaluate every model in checkpoints/ (and ddddocr) on dataset/test and ../shared/realdev: target tables
 	@folders=""; [ -d dataset/test ] && folders="dataset/test"; \
-	for fam in easy easy_gif ctext ruoyi; do [ -d $(REALDEV)/$$fam ] && folders="$$folders $(REALDEV)/$$fam"; done; \
+	for fam in easy easy_gif ctext ruoyi hutool kaptcha; do [ -d $(REALDEV)/$$fam ] && folders="$$folders $(REALDEV)/$$fam"; done; \
 	[ -n "$$folders" ] || { echo "nothing to evaluate on: run make data (dataset/test) or provide $(REALDEV)"; exit 1; }; \
 	found=0; for dir in checkpoints/*/; do \
 	  [ -f "$$dir/model.onnx" ] || continue; found=1; \
 	  $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$(basename $$dir) --targets $$folders || exit 1; \
 	done; [ $$found = 1 ] || { echo "no checkpoints/<name>/model.onnx yet: run make train"; exit 1; }; \
-	$(PY) bench/compare_realdev.py --realdev $(REALDEV) | tee reports/eval/compare.md
+	$(PY) bench/compare_realdev.py --realdev $(REALDEV) --results docs/results.json | tee reports/eval/compare.md
 
 FONT_DIR_CMD = $(PY) -c "import easy_captcha, os; print(os.path.join(os.path.dirname(easy_captcha.__file__), 'fonts'))"
 DATA_OUT ?= dataset

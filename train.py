@@ -191,7 +191,7 @@ def log(rank: int, *parts: object) -> None:
 
 def resolve_amp(cfg: Config, device: torch.device, rank: int) -> Config:
     """``--amp bf16`` on a CPU without bf16 kernels trains in fp32: emulated bf16 is many times slower
-    (docs/benchmarks.md, "Training on CPUs without AVX-512")."""
+    (docs/training-log.md, "Training on CPUs without AVX-512")."""
     if device.type != "cpu" or cfg.amp != "bf16" or cpu_runs_bf16():
         return cfg
     log(rank, "warning: --amp bf16: this CPU has no bf16 instructions (AVX-512 or AMX), where bf16 is emulated and "

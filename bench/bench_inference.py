@@ -45,6 +45,7 @@ from bench.common import (
     test_images,
     time_calls,
 )
+from bench.results import pct
 from models.charset import normalize_label
 from models.engine import Engine, OnnxEngine, TorchEngine, default_model_name, discover_models
 from models.paths import checkpoints_dir
@@ -268,10 +269,6 @@ def run(checkpoints: Path, cfg: dict, threads: int) -> dict:
         result["ddddocr"] = compare_ddddocr(shipped, sample, sample_desc, cfg)
     scratch.cleanup()
     return result
-
-
-def pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def render_backends(result: dict) -> list[str]:

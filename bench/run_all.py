@@ -11,6 +11,11 @@ training (images/s with data loading, width and batch sweeps), generators (Java 
 others still run, and the script exits non-zero at the end. A stage that cannot run here (no JDK for the
 generators) is reported as skipped.
 
+The headline figures (latency per shipped model and against ddddocr, service requests/s) also go into the
+``speed`` section of the results file (docs/results.json; reports/bench/results.json with --quick), and the blocks
+of README.md and the model cards are rewritten from it (bench/results.py); a QUICK run writes rendered copies
+into ``preview/`` beside its results file instead, so a smoke run never touches the committed figures.
+
 The generated part sits between ``<!-- make bench: begin -->`` and ``<!-- make bench: end -->``; everything outside
 the markers (hand-written sections) is kept. Without markers the block goes after the file's introduction, before
 its first ``## `` section.
@@ -21,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -30,10 +34,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from bench import results as results_file
 from bench.common import fmt_summary, summary
+from bench.results import cpu_model, git_commit, gpu, package_versions, ram_gb, relative
 from models.paths import REALDEV, ROOT, TEST_SPLIT
 from models.report import md_table
 
@@ -96,72 +101,6 @@ def write_document(path: Path, block: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-# ---- the machine
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def ram_gb() -> str:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return f"{int(line.split()[1]) / 2**20:.0f} GB"
-    except OSError:
-        pass
-    return "unknown"
-
-
-def gpu() -> str:
-    if shutil.which("nvidia-smi"):
-        done = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
-        if done.returncode == 0 and done.stdout.strip():
-            return "; ".join(done.stdout.strip().splitlines())
-    return "none"
-
-
-def java_version() -> str:
-    if not shutil.which("java"):
-        return "not installed"
-    done = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=60)
-    lines = (done.stderr or done.stdout).strip().splitlines()
-    return lines[0] if lines else "unknown"
-
-
-def package_versions() -> str:
-    out = [f"Python {platform.python_version()}"]
-    for name in ("torch", "onnxruntime", "numpy", "Pillow", "ddddocr"):
-        try:
-            out.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            out.append(f"{name} not installed")
-    return ", ".join(out) + f", Java: {java_version()}"
-
-
-def git_commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
-    except OSError:
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
-
-
-def relative(path: Path) -> str:
-    """``path`` relative to the repository when it is inside it or beside it (``../shared/...``), else absolute."""
-    path = Path(path).resolve()
-    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT.parent) else str(path)
 
 
 # ---- the stages
@@ -450,6 +389,22 @@ def render(stages: list[Stage], header: str, quick: bool) -> str:
     return "\n".join(parts)
 
 
+def record_speed(stages: list[Stage], quick: bool, path: Path | None) -> None:
+    """Put the inference (and service) figures into the results file and re-render the documents from it; a
+    QUICK run uses the scratch results file and renders copies into ``preview/`` beside it."""
+    by_name = {s.name: s for s in stages if s.status == "ok"}
+    if "inference" not in by_name:
+        print("no inference figures: the results file is left as it was", file=sys.stderr)
+        return
+    path = path or (ROOT / "reports" / "bench" / "results.json" if quick else results_file.RESULTS)
+    service = by_name["service"].data if "service" in by_name else None
+    section = results_file.speed_section(by_name["inference"].data, service, quick)
+    recorded = results_file.update(path, "speed", section)
+    preview = path.parent / "preview" if quick else None
+    for written in results_file.render_documents(recorded, results_file.documents(), preview):
+        print(f"rewrote {relative(written)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny counts, under 2 minutes")
@@ -461,6 +416,12 @@ def main() -> None:
     )
     parser.add_argument("--stages", default=",".join(STAGES), help="which of " + ",".join(STAGES))
     parser.add_argument("--json-dir", type=Path, default=None, help="per-stage results (default reports/bench/...)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="results file for the speed section (default docs/results.json, reports/bench/results.json with --quick)",
+    )
     args = parser.parse_args()
     out = args.out or ROOT / ("reports/bench/benchmarks.md" if args.quick else "docs/benchmarks.md")
     json_dir = args.json_dir or ROOT / "reports" / "bench" / ("quick" if args.quick else "full")
@@ -498,6 +459,7 @@ def main() -> None:
         ]
     )
     write_document(out, render(stages, header, args.quick))
+    record_speed(stages, args.quick, args.results)
     failed = [s.name for s in stages if s.status == "failed"]
     print(f"wrote {relative(out)} in {total:.0f} s" + (f"; failed stages: {', '.join(failed)}" if failed else ""))
     sys.exit(1 if failed else 0)

@@ -97,6 +97,7 @@ __all__ = ["Scored", "group_table", "format_table", "confusions", "sample_lines"
 # Sources are realdev's folder names (easy / easy_gif / ctext / ruoyi); rows of our own test split carry their
 # family too, so callers tag them "test/<family>" (rows_of_folder) to keep them out of the realdev targets.
 REALDEV_FAMILIES = ("easy", "easy_gif", "ctext", "ruoyi")
+REALDEV_ALL = (*REALDEV_FAMILIES, "hutool", "kaptcha")  # every realdev family; the last two have no targets yet
 TARGETS: list[tuple[str, Callable[[Scored], bool], str, float]] = [
     ("easy: spec* types", lambda r: r.source == "easy" and r.type.startswith("spec"), "em_nocase", 0.97),
     ("easy: cn", lambda r: r.source == "easy" and r.type == "cn", "em", 0.97),
@@ -160,7 +161,7 @@ def format_targets(table: Iterable[dict]) -> str:
 def rows_of_folder(folder_name: str, rows: Iterable[Scored]) -> list[Scored]:
     """Realdev rows as they are; any other folder's rows (our test split) with ``source`` = ``<folder>/<family>``,
     so they group apart and never count towards the realdev targets."""
-    if folder_name in REALDEV_FAMILIES:
+    if folder_name in REALDEV_ALL:
         return list(rows)
     return [replace(r, source=f"{folder_name}/{r.source}" if r.source else folder_name) for r in rows]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -98,12 +99,20 @@ def test_quick_bench_writes_every_table(tmp_path):
     command = [sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--out", str(out)]
     # About 3 minutes on an AVX2-only 2-core EPYC (the six stages' own limit is 150 s each); the limit only stops a hang.
     done = subprocess.run(
-        [*command, "--json-dir", str(tmp_path / "json")], cwd=ROOT, capture_output=True, text=True, timeout=480
+        [*command, "--json-dir", str(tmp_path / "json"), "--results", str(tmp_path / "results.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=480,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text(encoding="utf-8")
     assert text.count(BEGIN) == 1 and text.count(END) == 1
     assert "Stage failed" not in text
+    # the speed section goes to the given results file, and the documents are rendered as copies beside it
+    speed = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))["speed"]
+    assert speed["quick"] and speed["models"][speed["default_model"]]["bytes_p50_ms"] > 0
+    assert "results:speed begin" in (tmp_path / "preview" / "README.md").read_text(encoding="utf-8")
     sections = text.split("\n### ")
     for heading, header_rows in TABLES.items():
         section = next((s for s in sections if ("### " + s).startswith(heading)), None)

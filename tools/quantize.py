@@ -13,7 +13,7 @@ Weights are quantized to 7 bits (``reduce_range``: [-64, 64]). On x86 CPUs witho
 Intel before Ice Lake/Alder Lake) onnxruntime multiplies uint8 activations by int8 weights with ``vpmaddubsw``, which
 adds pairs of products into 16 bits and saturates when two 8-bit weights meet large activations, so a full-range
 model reads far worse there than on a VNNI CPU. With 7-bit weights no pair can leave 16 bits
-(2 x 255 x 64 < 32768), so every CPU computes the same integers (docs/benchmarks.md, "int8 on CPUs without VNNI").
+(2 x 255 x 64 < 32768), so every CPU computes the same integers (docs/training-log.md, "int8 on CPUs without VNNI").
 
 Dynamic quantization is not offered: onnxruntime runs its ConvInteger kernels slower than fp32 convolutions
 (``bench/bench_inference.py`` measures it), while static QDQ convolutions use the CPU's int8 dot-product units.
