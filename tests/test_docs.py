@@ -138,8 +138,11 @@ def check_command(words: list[str]) -> None:
         flags = {w.split("=", 1)[0] for w in words[2:] if w.startswith("--")}
         missing = [flag for flag in sorted(flags) if not re.search(rf"{re.escape(flag)}\b", help_text(script))]
         assert not missing, f"{shlex.join(words)}: {script} --help does not list {missing}"
+    elif program == "curl":
+        for upload in re.findall(r"=@([^;\s]+)", " ".join(words)):
+            assert (ROOT / upload).is_file(), f"{shlex.join(words)}: no {upload} to upload"
     else:
-        assert program in ("curl", "source"), f"unexpected command {shlex.join(words)}"
+        assert program == "source", f"unexpected command {shlex.join(words)}"
 
 
 @pytest.mark.parametrize("document", [path for path, _ in DOCUMENTS], ids=lambda p: str(p.relative_to(ROOT)))
@@ -178,3 +181,12 @@ def test_the_readme_is_short_and_chinese_first():
     assert len(text) < 8000, len(text)
     assert text.index("## 两条命令") < text.index("## English") < text.index("### Two commands")
     assert "assets/page_demo.png" in text and Path(ROOT / "assets" / "page_demo.png").is_file()
+
+
+def test_the_readme_sample_captcha_is_read_by_the_default_model():
+    """The curl and Python examples upload assets/captcha.png (drawn by our EasyCaptcha runner, text hZPrv)."""
+    from models.engine import default_model_name, load_engine
+    from models.paths import CHECKPOINTS
+
+    engine = load_engine(CHECKPOINTS / default_model_name(CHECKPOINTS))
+    assert [p.text for p in engine.predict([ROOT / "assets" / "captcha.png"])] == ["hZPrv"]
