@@ -11,7 +11,7 @@ has to be public and user images go nowhere else.
 |---|---|
 | ``GET /api/health`` | ``GET /health`` |
 | ``GET /api/models`` | ``GET /models`` |
-| ``POST /api/predict`` | ``POST /predict`` (multipart: ``files``, ``arch``, ``allowed``) |
+| ``POST /api/predict`` | ``POST /predict`` (multipart: ``files``, ``model`` (or its old name ``arch``), ``allowed``) |
 | ``POST /api/predict/base64`` | ``POST /predict/base64`` (JSON) |
 
 Errors are JSON ``{"error", "detail"}``: 502 when the API is down or answers something that is not JSON, 504
@@ -92,7 +92,7 @@ def create_app(
         files = [
             ("files", (f.filename or "upload", f.stream, f.mimetype or "application/octet-stream")) for f in uploads
         ]
-        data = {k: v for k, v in request.form.items() if k in ("arch", "allowed", "imgH", "imgW")}
+        data = {k: v for k, v in request.form.items() if k in ("model", "arch", "allowed", "imgH", "imgW")}
         return forward("POST", "/predict", files=files, data=data)
 
     @app.post("/api/predict/base64")

@@ -58,7 +58,7 @@ async def run_level(url: str, image: tuple[str, bytes], arch: str | None, concur
     latencies: list[float] = []
     errors = 0
     issued = 0
-    data = {"arch": arch} if arch else {}
+    data = {"model": arch} if arch else {}
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:

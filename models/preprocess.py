@@ -16,6 +16,7 @@ Steps:
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageSequence
+
+log = logging.getLogger(__name__)
 
 PREPROCESS_VERSION = 1  # bump when anything below changes what the network sees; stored in every model file
 
@@ -207,6 +210,7 @@ def prepare_batch(sources: Sequence[ImageSource], spec: InputSpec, **load_kwargs
             failures.append((index, e))
             continue
         except Exception as e:  # a bug in a decoder: reported as corrupt data instead of taking the batch down
+            log.warning("the decoder failed on source %d of the batch", index, exc_info=True)
             failures.append((index, ImageError(f"the decoder failed ({type(e).__name__})", "corrupt image data")))
             continue
         kept.append(index)

@@ -350,7 +350,7 @@
         const conf = el('span', 'confidence', percent(entry.confidence));
         conf.title = (entry.char_confidences || []).map((c) => percent(c)).join(' ');
         meta.append(el('span', 'meta-label', t('confidence')), bar, conf, el('span', 'ms', t('perImage', { ms: entry.ms })),
-          el('span', 'model-name', entry.arch || ''));
+          el('span', 'model-name', entry.model || entry.arch || ''));
         body.append(meta);
       }
       li.append(body, copyButton(entry));
@@ -450,7 +450,7 @@
     const arch = els.model.value;
     const form = new FormData();
     for (const p of batch) form.append('files', p.file, p.file.name);
-    form.append('arch', arch);
+    form.append('model', arch);
     if (els.allowed.value) form.append('allowed', els.allowed.value);
     els.submit.disabled = true;
     setStatus(els.status, t('working', { n: batch.length }), 'busy');
@@ -465,7 +465,7 @@
     clearPending(false); // the object URLs now belong to the result cards
     renderResults();
     const bad = results.filter((x) => x.error).length;
-    setStatus(els.status, r.ok ? t('done', { n: results.length, bad, arch: r.body.arch, ms: r.body.ms })
+    setStatus(els.status, r.ok ? t('done', { n: results.length, bad, arch: r.body.model || r.body.arch, ms: r.body.ms })
       : t('failed', { msg: r.message }), bad ? 'warn' : 'ok');
 
     const now = Date.now();
@@ -474,7 +474,7 @@
       const x = results[i];
       const p = batch[i];
       entries.push({
-        ts: now, arch: x.arch || arch, filename: x.filename, text: x.text ?? null, answer: x.answer ?? null,
+        ts: now, arch: x.model || x.arch || arch, filename: x.filename, text: x.text ?? null, answer: x.answer ?? null,
         confidence: x.confidence ?? null, ms: x.ms ?? null, width: x.width ?? (p ? p.width : 0),
         height: x.height ?? (p ? p.height : 0), error: x.error || null, detail: x.detail || null,
         frames: p ? p.frames : 0, thumb: p ? await makeThumb(p.url, p.width, p.height) : '',

@@ -209,6 +209,53 @@ def test_base64_errors(client):
     assert unknown.status_code == 404
 
 
+def test_model_is_the_field_name_and_arch_still_works(client):
+    """``model`` names the model in requests and responses; ``arch``, its older name, is still read and sent."""
+    name, data, _ = sample("ruoyi")
+    health = client.get("/health").json()
+    other = next((m for m in health["models"] if m != health["default"]), health["default"])
+    by_model = client.post("/predict", files=multipart((name, data)), data={"model": other}).json()
+    by_arch = client.post("/predict", files=multipart((name, data)), data={"arch": other}).json()
+    assert by_model["model"] == by_model["arch"] == by_arch["model"] == other
+    assert by_model["results"][0]["model"] == by_model["results"][0]["arch"] == other
+    assert by_model["results"][0]["text"] == by_arch["results"][0]["text"]
+    encoded = base64.b64encode(data).decode()
+    as_json = client.post("/predict/base64", json={"image": encoded, "model": other}).json()
+    assert as_json["model"] == other and as_json["results"][0]["text"] == by_model["results"][0]["text"]
+    assert client.post("/predict/base64", json={"image": encoded, "model": "nope"}).status_code == 404
+
+
+def test_every_response_matches_the_openapi_schema(client):
+    """What the API sends, success and every kind of failure, is what /openapi.json says it sends."""
+    import httpx
+    import schemathesis
+
+    schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
+    name, data, _ = sample("ruoyi")
+    encoded = base64.b64encode(data).decode()
+    calls = [
+        ("/health", "GET", client.get("/health")),
+        ("/models", "GET", client.get("/models")),
+        ("/predict", "POST", client.post("/predict", files=multipart((name, data), ("bad.png", b"not an image")))),
+        ("/predict", "POST", client.post("/predict", files=multipart(("bad.png", b"not an image")))),
+        ("/predict", "POST", client.post("/predict", files=multipart((name, data)), data={"model": "nope"})),
+        ("/predict", "POST", client.post("/predict", data={"model": "x"})),
+        ("/predict/base64", "POST", client.post("/predict/base64", json={"images": [encoded, "%%%"]})),
+        ("/predict/base64", "POST", client.post("/predict/base64", json={"images": []})),
+        ("/predict/base64", "POST", client.post("/predict/base64", json={"images": "not a list"})),
+    ]
+    for path, method, response in calls:
+        schema[path][method].validate_response(response)
+    assert {r.status_code for _, _, r in calls} >= {200, 400, 404, 422}
+    # and the check has teeth: a result without its text is not what the schema allows
+    good = calls[2][2].json()
+    del good["results"][0]["text"]
+    tampered = httpx.Response(200, json=good, request=calls[2][2].request)
+    tampered.elapsed = calls[2][2].elapsed
+    with pytest.raises(Exception, match="Response violates schema"):
+        schema["/predict"]["POST"].validate_response(tampered)
+
+
 # ---- limits ----
 def test_file_over_the_byte_limit_is_413(strict):
     big = b"\x89PNG" + bytes(LIMITS["max_file_bytes"])
@@ -317,3 +364,17 @@ def test_cors_allows_only_the_configured_origins(checkpoints):
 def test_serving_does_not_import_torch():
     code = "import sys, server_fastapi, server_flask; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=60).returncode == 0
+
+
+def test_error_kind_comes_from_the_image_error_not_its_message(client, monkeypatch):
+    from models import preprocess
+    from models.preprocess import ImageError
+
+    def reworded(*args, **kwargs):
+        raise ImageError("this sentence names no kind at all", kind="too many frames")
+
+    monkeypatch.setattr(preprocess, "load_image", reworded)
+    r = client.post("/predict", files=[("files", ("a.png", b"anything", "image/png"))])
+    entry = r.json()["results"][0]
+    assert entry["error"] == "too many frames"
+    assert entry["detail"] == "this sentence names no kind at all"

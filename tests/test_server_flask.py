@@ -69,6 +69,7 @@ def test_models_and_health_pass_through_with_their_status(client):
 def test_predict_forwards_files_and_fields(client):
     data = {
         "files": [(io.BytesIO(b"\x89PNG first"), "a<b>.png"), (io.BytesIO(b"GIF89a second"), "b.gif")],
+        "model": "svtr_tiny",
         "arch": "svtr_tiny",
         "allowed": "digits",
         "other": "dropped",
@@ -79,7 +80,7 @@ def test_predict_forwards_files_and_fields(client):
     assert echoed["path"] == "/predict" and echoed["content_type"].startswith("multipart/form-data")
     body = echoed["body"]
     assert 'filename="a<b>.png"' in body and "\x89PNG first" in body and "GIF89a second" in body
-    assert 'name="arch"' in body and "svtr_tiny" in body and 'name="allowed"' in body
+    assert 'name="model"' in body and 'name="arch"' in body and "svtr_tiny" in body and 'name="allowed"' in body
     assert 'name="other"' not in body
 
 

@@ -1,0 +1,68 @@
+"""The work of one request: image bytes in, one result per image out (run in a worker thread)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+
+from models.engine import Engine
+from models.preprocess import prepare_batch
+from service.errors import ApiError
+from service.schemas import FailedResult, ReadResult
+from service.settings import Settings
+
+Item = tuple[str, bytes | ApiError]  # (filename, its bytes, or why it was refused before decoding)
+
+
+def recognize(
+    engine: Engine, items: list[Item], allowed: str | None, settings: Settings
+) -> tuple[list[ReadResult | FailedResult], list[int]]:
+    """Decode, preprocess and predict the readable images as one batch. Returns one result per item, in order, and
+    the status of each failed one in the same order (413 for a refused size, 400 for an unreadable image)."""
+    results: list[ReadResult | FailedResult | None] = [None] * len(items)
+    statuses: dict[int, int] = {}
+    readable = []
+    for index, (filename, data) in enumerate(items):
+        if isinstance(data, ApiError):
+            results[index] = FailedResult(filename=filename, error=data.error, detail=data.detail)
+            statuses[index] = data.status
+        else:
+            readable.append(index)
+    start = time.perf_counter()
+    batch = prepare_batch([items[i][1] for i in readable], engine.spec,
+                          max_frames=settings.max_frames, max_pixels=settings.max_pixels)  # fmt: skip
+    for position, error in batch.failures:
+        index = readable[position]
+        results[index] = FailedResult(filename=items[index][0], error=error.kind, detail=str(error))
+        statuses[index] = 400
+    predictions = engine.predict_arrays(batch.inputs, allowed)
+    share_ms = (time.perf_counter() - start) * 1000 / max(1, len(batch.kept))
+    for position, (width, height), p in zip(batch.kept, batch.sizes, predictions, strict=True):
+        index = readable[position]
+        results[index] = ReadResult(
+            filename=items[index][0], text=p.text, answer=p.answer, confidence=round(p.confidence, 6),
+            char_confidences=[round(c, 6) for c in p.char_confidences], model=engine.name, arch=engine.name,
+            width=width, height=height, ms=round(share_ms, 2),
+        )  # fmt: skip
+    return results, [statuses[index] for index in sorted(statuses)]
+
+
+def decode_base64(text: str, max_bytes: int) -> bytes | ApiError:
+    """The bytes of a base64 string or ``data:...;base64,`` URL, or why they are refused."""
+    payload = text.strip()
+    if payload.startswith("data:"):
+        header, _, payload = payload.partition(",")
+        if ";base64" not in header:
+            return ApiError(400, "not base64", "a data: URL must be base64-encoded (data:image/png;base64,...)")
+    payload = re.sub(r"\s+", "", payload)
+    if len(payload) * 3 // 4 > max_bytes + 3:
+        return ApiError(413, "file too large", f"the image is over the limit of {max_bytes} bytes")
+    try:
+        data = base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return ApiError(400, "not base64", "the string is neither base64 nor a base64 data: URL")
+    if len(data) > max_bytes:
+        return ApiError(413, "file too large", f"the image is {len(data)} bytes; the limit is {max_bytes}")
+    return data
