@@ -21,9 +21,16 @@ RUOYI_TRAIN ?= 100000
 EASY_TEST   ?= 20000
 CTEXT_TEST  ?= 16200
 RUOYI_TEST  ?= 10000
+HUTOOL_TRAIN  ?= 100000
+KAPTCHA_TRAIN ?= 100000
+WILD_TRAIN    ?= 100000
+HUTOOL_TEST   ?= 10000
+KAPTCHA_TEST  ?= 10000
+WILD_TEST     ?= 10000
 THREADS     ?= 2
 SEED        ?= 123
 REALDEV     ?= ../shared/realdev
+ZERO_SHOT   ?= dataset/zero_shot
 TRAIN_ARGS  ?=
 
 .PHONY: help system-deps setup setup-serve setup-train setup-dev test test-fast lint format ready train eval data data-small java bench clean
@@ -85,7 +92,7 @@ ready: setup-serve ## Start the FastAPI service (:8000) and the Flask demo (:800
 train: setup-train ## Train the three recognizers on dataset/train (TRAIN_ARGS="--epochs 5 ..." to change)
 	$(PY) train.py --arch all --train-root dataset/train --test-root dataset/test $(TRAIN_ARGS)
 
-eval: setup-dev ## Evaluate every model in checkpoints/ (and ddddocr) on dataset/test and ../shared/realdev: target tables
+eval: setup-dev ## Evaluate every model in checkpoints/ (and ddddocr) on dataset/test, ../shared/realdev and the zero-shot sets
 	@folders=""; [ -d dataset/test ] && folders="dataset/test"; \
 	for fam in easy easy_gif ctext ruoyi hutool kaptcha; do [ -d $(REALDEV)/$$fam ] && folders="$$folders $(REALDEV)/$$fam"; done; \
 	[ -n "$$folders" ] || { echo "nothing to evaluate on: run make data (dataset/test) or provide $(REALDEV)"; exit 1; }; \
@@ -94,17 +101,23 @@ eval: setup-dev ## Evaluate every model in checkpoints/ (and ddddocr) on dataset
 	  $(PY) tools/evaluate.py --model $$dir --out reports/eval --name $$(basename $$dir) --targets $$folders || exit 1; \
 	done; [ $$found = 1 ] || { echo "no checkpoints/<name>/model.onnx yet: run make train"; exit 1; }; \
 	$(PY) bench/compare_realdev.py --realdev $(REALDEV) --results docs/results.json | tee reports/eval/compare.md
+	@[ -f $(ZERO_SHOT)/wheezy/labels.tsv ] || $(PY) bench/zero_shot.py make --out $(ZERO_SHOT) --n 500 --seed 7
+	$(PY) bench/zero_shot.py score --sets $(ZERO_SHOT) --model checkpoints/default --results docs/results.json \
+	  | tee reports/eval/zero_shot.md
 
 FONT_DIR_CMD = $(PY) -c "import easy_captcha, os; print(os.path.join(os.path.dirname(easy_captcha.__file__), 'fonts'))"
 DATA_OUT ?= dataset
 
-data: setup-train java ## Generate and merge the full training and test sets into dataset/ (the tutorial's recipe)
+data: system-deps setup-train java ## Generate and merge the full training and test sets into dataset/ (the tutorial's recipe)
 	$(PY) tools/make_data.py --out $(DATA_OUT) --threads $(THREADS) --seed $(SEED) --font-dir "$$($(FONT_DIR_CMD))" \
 	  --easy-train $(EASY_TRAIN) --ctext-train $(CTEXT_TRAIN) --ruoyi-train $(RUOYI_TRAIN) \
-	  --easy-test $(EASY_TEST) --ctext-test $(CTEXT_TEST) --ruoyi-test $(RUOYI_TEST)
+	  --easy-test $(EASY_TEST) --ctext-test $(CTEXT_TEST) --ruoyi-test $(RUOYI_TEST) \
+	  --hutool-train $(HUTOOL_TRAIN) --kaptcha-train $(KAPTCHA_TRAIN) --wild-train $(WILD_TRAIN) \
+	  --hutool-test $(HUTOOL_TEST) --kaptcha-test $(KAPTCHA_TEST) --wild-test $(WILD_TEST)
 
 data-small: ## Generate a few thousand images for quick runs (same recipe, 1/100 of the counts)
-	$(MAKE) data EASY_TRAIN=2000 CTEXT_TRAIN=1620 RUOYI_TRAIN=1000 EASY_TEST=200 CTEXT_TEST=162 RUOYI_TEST=100
+	$(MAKE) data EASY_TRAIN=2000 CTEXT_TRAIN=1620 RUOYI_TRAIN=1000 EASY_TEST=200 CTEXT_TEST=162 RUOYI_TEST=100 \
+	  HUTOOL_TRAIN=1000 KAPTCHA_TRAIN=1000 WILD_TRAIN=1000 HUTOOL_TEST=100 KAPTCHA_TEST=100 WILD_TEST=100
 
 BENCH_OUT ?= $(if $(QUICK),reports/bench/benchmarks.md,docs/benchmarks.md)
 

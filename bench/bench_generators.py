@@ -5,7 +5,7 @@
 Each run is one ``smart`` command into a temporary folder (PNG encoding and file writes included). Two rates are
 printed: end to end (wall clock of the whole command, JVM start included) and in-run (the runner's own final
 progress line, which leaves the JVM start out). Targets on a 2-core machine: EasyCaptcha PNG and ctext >= 1,000/s,
-Ruoyi >= 600/s. The CPU column (user + system time of the whole command per image, JIT and JVM start included) does
+Ruoyi >= 600/s, wild >= 500/s. The CPU column (user + system time of the whole command per image, JIT and JVM start included) does
 not depend on what else runs on the machine; the rates do.
 """
 
@@ -31,6 +31,9 @@ CASES = {  # name -> (runner, extra arguments)
     "easy_gif": ("EasyCaptchaRunner", ["--mix", "gif:1,gif_numupper:1,gif_numlower:1,cn_gif:1"]),
     "ctext": ("KaptchaTextRunner", []),
     "ruoyi": ("RuoyiRunner", []),
+    "hutool": ("HutoolRunner", []),
+    "kaptcha": ("KaptchaRunner", []),
+    "wild": ("WildRunner", []),
 }
 RATE = re.compile(r"([0-9.]+) img/s")
 

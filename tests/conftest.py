@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from helpers import ROOT, make_sharp_model
+from tools.java_build import compile_runners
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +39,11 @@ def serving_checkpoints(sharp_models, tmp_path_factory) -> tuple[Path, bool]:
             (root / arch).mkdir()
             shutil.copy(sharp_models[arch] / "model.onnx", root / arch / "model.onnx")
     return root, default_model_name(root) in trained
+
+
+@pytest.fixture(scope="session")
+def classes(tmp_path_factory) -> Path:
+    """The Java runners compiled once per session into a temporary folder."""
+    if shutil.which("javac") is None or shutil.which("java") is None:
+        pytest.skip("javac not installed")
+    return compile_runners(tmp_path_factory.mktemp("java"), force=True)

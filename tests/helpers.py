@@ -3,11 +3,16 @@ the tiny training command and int8 inspection. Fixtures built on them are in con
 
 from __future__ import annotations
 
+import csv
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from models.charset import normalize_label
 from models.paths import REALDEV, ROOT
 from tools.tiny_dataset import make_dataset
 
@@ -116,3 +121,47 @@ def int8_weight_extremes(model_file: Path) -> tuple[int, int] | None:
     if not weights:
         return None
     return int(min(w.min() for w in weights)), int(max(w.max() for w in weights))
+
+
+# ---- the Java runners (tools/java_captcha)
+
+
+def font_dir() -> Path | None:
+    """The ten EasyCaptcha TTFs of the easy-captcha-python package, or None when it is not installed."""
+    try:
+        import easy_captcha
+    except ImportError:
+        return None
+    path = Path(easy_captcha.__file__).parent / "fonts"
+    return path if (path / "actionj.ttf").exists() else None
+
+
+def run(classes: Path, runner: str, *args: str, check: bool = True, fonts: bool = True):
+    """Runs one Java runner class; with ``check``, a non-zero exit fails the test with its stderr."""
+    command = ["java", "-cp", str(classes), runner, *args]
+    if fonts and font_dir() is not None:
+        command += ["--font-dir", str(font_dir())]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{command} failed ({done.returncode}):\n{done.stderr}")
+    return done
+
+
+def read_meta(out: Path) -> list[dict[str, str]]:
+    """The rows of a runner's ``meta.tsv``."""
+    with (out / "meta.tsv").open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def check_output_files(out: Path, rows: list[dict[str, str]]) -> None:
+    """labels.txt mirrors meta.tsv, is sorted by name, UTF-8 with LF, and every image exists with its size."""
+    raw = (out / "labels.txt").read_bytes()
+    assert b"\r" not in raw
+    lines = raw.decode("utf-8").splitlines()
+    assert lines == [f"{r['filename']}\t{r['label']}" for r in rows]
+    assert [r["filename"] for r in rows] == sorted(r["filename"] for r in rows)
+    for r in rows:
+        assert re.fullmatch(r"\d{8}\.(png|gif)", r["filename"])
+        assert normalize_label(r["label"]) == r["label"]
+        with Image.open(out / "images" / r["filename"]) as image:
+            assert image.size == (int(r["width"]), int(r["height"]))

@@ -3,20 +3,16 @@ arithmetic answers are right, seeded runs are byte-reproducible across thread co
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import re
-import shutil
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from models.charset import normalize_label
-from tools.java_build import compile_runners
+from helpers import check_output_files, read_meta, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "tools" / "java_captcha"
@@ -35,51 +31,6 @@ EASY_ALPHABETS = {
 }
 CTEXT_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 PER_TYPE = 6  # images per type in the "all" runs
-
-
-def font_dir() -> Path | None:
-    try:
-        import easy_captcha
-    except ImportError:
-        return None
-    path = Path(easy_captcha.__file__).parent / "fonts"
-    return path if (path / "actionj.ttf").exists() else None
-
-
-@pytest.fixture(scope="session")
-def classes(tmp_path_factory) -> Path:
-    if shutil.which("javac") is None or shutil.which("java") is None:
-        pytest.skip("javac not installed")
-    return compile_runners(tmp_path_factory.mktemp("java"), force=True)
-
-
-def run(classes: Path, runner: str, *args: str, check: bool = True, fonts: bool = True):
-    command = ["java", "-cp", str(classes), runner, *args]
-    if fonts and font_dir() is not None:
-        command += ["--font-dir", str(font_dir())]
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{command} failed ({done.returncode}):\n{done.stderr}")
-    return done
-
-
-def read_meta(out: Path) -> list[dict[str, str]]:
-    with (out / "meta.tsv").open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
-
-
-def check_output_files(out: Path, rows: list[dict[str, str]]) -> None:
-    """labels.txt mirrors meta.tsv, is sorted by name, UTF-8 with LF, and every image exists with its size."""
-    raw = (out / "labels.txt").read_bytes()
-    assert b"\r" not in raw
-    lines = raw.decode("utf-8").splitlines()
-    assert lines == [f"{r['filename']}\t{r['label']}" for r in rows]
-    assert [r["filename"] for r in rows] == sorted(r["filename"] for r in rows)
-    for r in rows:
-        assert re.fullmatch(r"\d{8}\.(png|gif)", r["filename"])
-        assert normalize_label(r["label"]) == r["label"]
-        with Image.open(out / "images" / r["filename"]) as image:
-            assert image.size == (int(r["width"]), int(r["height"]))
 
 
 def eval_easy(expression: str) -> int:

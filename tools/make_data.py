@@ -1,13 +1,18 @@
-"""Build the training and test data: run the three Java runners, then merge (the tutorial's recipe).
+"""Build the training and test data: run the Java runners, then merge (the tutorial's recipe).
 
     python tools/make_data.py --out dataset --easy-train 200000 --ctext-train 162000 --ruoyi-train 100000 \\
-        --easy-test 20000 --ctext-test 16200 --ruoyi-test 10000 --threads 2 --seed 123 --font-dir DIR
+        --easy-test 20000 --ctext-test 16200 --ruoyi-test 10000 --hutool-train 100000 --hutool-test 10000 \\
+        --kaptcha-train 100000 --kaptcha-test 10000 --wild-train 100000 --wild-test 10000 \\
+        --threads 2 --seed 123 --font-dir DIR
 
 Steps:
 1. compile ``tools/java_captcha/*.java`` into ``build/java`` when a class is missing or older than its source;
 2. run each runner into ``<out>/raw/<family>_<split>/`` (``images/``, ``labels.txt``, ``meta.tsv``):
    EasyCaptcha ``fromjson tools/java_captcha/config.json`` (the reference mix, with GIF and Chinese GIF types given
-   weight), ctext ``smart`` over its 18 styles, Ruoyi ``smart`` (math);
+   weight), ctext ``smart`` over its 18 styles, Ruoyi ``smart`` (math), Hutool ``smart`` (line, circle, shear, gif,
+   math at its four sizes), Kaptcha ``smart`` (the stock DefaultKaptcha, RuoYi's character bean, a mix of site
+   settings) and wild ``smart`` (randomized fonts, distortions, noise and backgrounds: tools/java_captcha/
+   config_wild.json);
 3. ``tools/merge_datasets.py`` moves them into ``<out>/train`` and ``<out>/test`` with dedupe.
 
 Resumable: a runner whose folder already holds the requested number of labels and images is not run again. Every
@@ -32,8 +37,11 @@ RECIPES = {
     "easy": ("EasyCaptchaRunner", ["fromjson", "{easy_config}", "{out}", "{n}"]),
     "ctext": ("KaptchaTextRunner", ["smart", "{out}", "{n}", "--sizes", SIZES, "--len", LENGTHS]),
     "ruoyi": ("RuoyiRunner", ["smart", "{out}", "{n}", "--sizes", SIZES]),
+    "hutool": ("HutoolRunner", ["smart", "{out}", "{n}"]),
+    "kaptcha": ("KaptchaRunner", ["smart", "{out}", "{n}"]),
+    "wild": ("WildRunner", ["smart", "{out}", "{n}"]),
 }
-SEED_OFFSETS = {"easy": 0, "ctext": 1, "ruoyi": 2}  # per family; the test split adds 100
+SEED_OFFSETS = {"easy": 0, "ctext": 1, "ruoyi": 2, "hutool": 3, "kaptcha": 4, "wild": 5}  # the test split adds 100
 
 
 def finished(out: Path, count: int) -> bool:

@@ -1,6 +1,8 @@
 import java.awt.Font;
 import java.awt.GraphicsEnvironment;
 import java.awt.image.BufferedImage;
+import java.awt.image.DataBufferByte;
+import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.File;
 import java.io.IOException;
@@ -28,6 +30,13 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.LongAdder;
 import java.util.zip.CRC32;
 import java.util.zip.Deflater;
+import javax.imageio.IIOImage;
+import javax.imageio.ImageIO;
+import javax.imageio.ImageReader;
+import javax.imageio.ImageWriteParam;
+import javax.imageio.ImageWriter;
+import javax.imageio.stream.MemoryCacheImageInputStream;
+import javax.imageio.stream.MemoryCacheImageOutputStream;
 
 /**
  * What the three runners share: the command line (list, fonts, gen, all, fromjson, smart), weighted plans with exact
@@ -52,6 +61,11 @@ final class Common {
         /** Font weights of a type when neither the command line nor a config names them. */
         Map<String, Double> defaultFonts(String type);
 
+        /** Size weights used when {@code --sizes} (or a config's "sizes") is not given. */
+        default String defaultSizes() {
+            return DEFAULT_SIZES;
+        }
+
         /** Draws the image described by {@code job}; {@code rnd} is the image's own generator. */
         Sample draw(Job job, Random rnd, FontBook fonts) throws IOException;
     }
@@ -65,10 +79,16 @@ final class Common {
     /**
      * One drawn image: encoded bytes plus what the label files record. {@code flags} is empty or a comma-separated
      * list, e.g. {@code edge_clip} when glyphs run off the canvas (the realdev set's flag of the same name).
+     * {@code width} and {@code height} are the drawn size when the family chooses it itself, 0 when it is the job's.
      */
-    record Sample(byte[] bytes, String extension, String label, String answer, String font, String flags) {
+    record Sample(byte[] bytes, String extension, String label, String answer, String font, String flags, int width,
+            int height) {
         Sample(byte[] bytes, String extension, String label, String answer, String font) {
             this(bytes, extension, label, answer, font, "");
+        }
+
+        Sample(byte[] bytes, String extension, String label, String answer, String font, String flags) {
+            this(bytes, extension, label, answer, font, flags, 0, 0);
         }
     }
 
@@ -209,7 +229,7 @@ final class Common {
                 int count = args.positiveInt(3, "count");
                 Planner planner = new Planner(args);
                 planner.add(type, count, lengths(family, type, args), fontsFor(family, type, args));
-                return generate(family, args, out, planner.plan(sizeWeights(args)));
+                return generate(family, args, out, planner.plan(sizeWeights(family, args)));
             }
             case "all" -> {
                 Path root = Paths.get(args.positional(1, "output root"));
@@ -218,7 +238,7 @@ final class Common {
                     Planner planner = new Planner(args);
                     planner.add(type, perType, lengths(family, type, args), fontsFor(family, type, args));
                     Path out = root.resolve(type.replace(':', '_'));
-                    int rc = generate(family, args, out, planner.plan(sizeWeights(args)));
+                    int rc = generate(family, args, out, planner.plan(sizeWeights(family, args)));
                     if (rc != 0) {
                         return rc;
                     }
@@ -236,7 +256,7 @@ final class Common {
                     String type = checkType(family, mix.name(t));
                     planner.add(type, perType[t], lengths(family, type, args), fontsFor(family, type, args));
                 }
-                return generate(family, args, out, planner.plan(sizeWeights(args)));
+                return generate(family, args, out, planner.plan(sizeWeights(family, args)));
             }
             case "fromjson" -> {
                 Path config = Paths.get(args.positional(1, "config.json"));
@@ -269,8 +289,8 @@ final class Common {
         lengths.forEach((k, v) -> System.out.println("length\t" + k + "\t" + v));
     }
 
-    static Weighted sizeWeights(Args args) {
-        return Weighted.parse(args.option("sizes", DEFAULT_SIZES), "--sizes");
+    static Weighted sizeWeights(Family family, Args args) {
+        return Weighted.parse(args.option("sizes", family.defaultSizes()), "--sizes");
     }
 
     static String checkType(Family family, String type) {
@@ -578,7 +598,7 @@ final class Common {
         Map<?, ?> defaults = objectOrEmpty(root.get("defaults"), "defaults");
         Map<?, ?> perType = objectOrEmpty(root.get("per_type"), "per_type");
         Weighted sizeWeights = root.containsKey("sizes")
-                ? Weighted.fromJson(root.get("sizes"), "sizes") : Weighted.parse(DEFAULT_SIZES, "sizes");
+                ? Weighted.fromJson(root.get("sizes"), "sizes") : Weighted.parse(family.defaultSizes(), "sizes");
         if (args.options.containsKey("sizes")) {
             sizeWeights = Weighted.parse(args.option("sizes", ""), "--sizes");
         }
@@ -818,7 +838,7 @@ final class Common {
                         String name = String.format(Locale.ROOT, "%08d.%s", job.index(), sample.extension());
                         Files.write(images.resolve(name), sample.bytes());
                         samples[k] = new Sample(null, sample.extension(), sample.label(), sample.answer(),
-                                sample.font(), sample.flags());
+                                sample.font(), sample.flags(), sample.width(), sample.height());
                         progress.step();
                     }
                     return null;
@@ -870,7 +890,8 @@ final class Common {
             String name = String.format(Locale.ROOT, "%08d.%s", job.index(), s.extension());
             labels.append(name).append('\t').append(s.label()).append('\n');
             meta.append(name).append('\t').append(s.label()).append('\t').append(job.type()).append('\t')
-                    .append(job.width()).append('\t').append(job.height()).append('\t').append(s.font())
+                    .append(s.width() > 0 ? s.width() : job.width()).append('\t')
+                    .append(s.height() > 0 ? s.height() : job.height()).append('\t').append(s.font())
                     .append('\t').append(s.answer() == null ? "" : s.answer()).append('\t').append(s.flags())
                     .append('\n');
         }
@@ -1162,10 +1183,48 @@ final class Common {
         return out.toByteArray();
     }
 
+    private static final ThreadLocal<ImageWriter> JPEG_WRITER =
+            ThreadLocal.withInitial(() -> ImageIO.getImageWritersByFormatName("jpg").next());
+    private static final ThreadLocal<ImageReader> JPEG_READER =
+            ThreadLocal.withInitial(() -> ImageIO.getImageReadersByFormatName("jpg").next());
+
+    /**
+     * The image encoded as JPEG and decoded again: at {@code quality} (0..1), or with ImageIO's default settings
+     * (quality 0.75) when {@code quality} is negative. Writer and reader are reused per thread.
+     */
+    static BufferedImage jpegRoundTrip(BufferedImage image, float quality) throws IOException {
+        // handing the writer 3-byte BGR rows spares its slow per-pixel conversion of packed ints
+        BufferedImage bgr = new BufferedImage(image.getWidth(), image.getHeight(), BufferedImage.TYPE_3BYTE_BGR);
+        byte[] bytes = ((DataBufferByte) bgr.getRaster().getDataBuffer()).getData();
+        int[] rgb = rgbPixels(image);
+        for (int i = 0, j = 0; i < rgb.length; i++, j += 3) {
+            bytes[j] = (byte) rgb[i];
+            bytes[j + 1] = (byte) (rgb[i] >> 8);
+            bytes[j + 2] = (byte) (rgb[i] >> 16);
+        }
+        ImageWriter writer = JPEG_WRITER.get();
+        ImageWriteParam param = null;
+        if (quality >= 0) {
+            param = writer.getDefaultWriteParam();
+            param.setCompressionMode(ImageWriteParam.MODE_EXPLICIT);
+            param.setCompressionQuality(quality);
+        }
+        ByteArrayOutputStream jpeg = new ByteArrayOutputStream(8192);
+        try (var out = new MemoryCacheImageOutputStream(jpeg)) {
+            writer.setOutput(out);
+            writer.write(null, new IIOImage(bgr, null, null), param);
+        }
+        ImageReader reader = JPEG_READER.get();
+        try (var in = new MemoryCacheImageInputStream(new ByteArrayInputStream(jpeg.toByteArray()))) {
+            reader.setInput(in);
+            return reader.read(0);
+        }
+    }
+
     /** The pixels of an image as 0xRRGGBB ints: the raster itself for TYPE_INT_RGB, else a converted copy. */
     static int[] rgbPixels(BufferedImage image) {
         if (image.getType() == BufferedImage.TYPE_3BYTE_BGR) { // what the JPEG reader returns
-            byte[] bgr = ((java.awt.image.DataBufferByte) image.getRaster().getDataBuffer()).getData();
+            byte[] bgr = ((DataBufferByte) image.getRaster().getDataBuffer()).getData();
             int[] rgb = new int[bgr.length / 3];
             for (int i = 0, j = 0; i < rgb.length; i++, j += 3) {
                 rgb[i] = (bgr[j + 2] & 255) << 16 | (bgr[j + 1] & 255) << 8 | (bgr[j] & 255);

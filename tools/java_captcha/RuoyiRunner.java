@@ -88,7 +88,7 @@ public final class RuoyiRunner implements Common.Family {
         BufferedImage distorted = KaptchaFilters.shadowGimpy(word, !math, Color.BLACK, rnd);
         BufferedImage image = KaptchaFilters.onGradient(distorted, BACKGROUND_FROM, Color.WHITE);
         KaptchaFilters.drawBorder(image, BORDER);
-        image = letterbox(jpegRoundTrip(image), job.width(), job.height());
+        image = letterbox(Common.jpegRoundTrip(image, -1), job.width(), job.height());
         return new Common.Sample(Common.png(image), "png", text, answer, String.join("+", used));
     }
 
@@ -112,35 +112,6 @@ public final class RuoyiRunner implements Common.Family {
         int big = Math.max(x, y);
         int small = Math.min(x, y);
         return new String[] {big + "-" + small + "=?", Integer.toString(big - small)};
-    }
-
-    private static final ThreadLocal<ImageWriter> JPEG_WRITER =
-            ThreadLocal.withInitial(() -> ImageIO.getImageWritersByFormatName("jpg").next());
-    private static final ThreadLocal<ImageReader> JPEG_READER =
-            ThreadLocal.withInitial(() -> ImageIO.getImageReadersByFormatName("jpg").next());
-
-    /** The library's JPEG (ImageIO's default quality 0.75), decoded again; writer and reader are reused per thread. */
-    static BufferedImage jpegRoundTrip(BufferedImage image) throws IOException {
-        // handing the writer 3-byte BGR rows spares its slow per-pixel conversion of packed ints
-        BufferedImage bgr = new BufferedImage(image.getWidth(), image.getHeight(), BufferedImage.TYPE_3BYTE_BGR);
-        byte[] bytes = ((DataBufferByte) bgr.getRaster().getDataBuffer()).getData();
-        int[] rgb = Common.rgbPixels(image);
-        for (int i = 0, j = 0; i < rgb.length; i++, j += 3) {
-            bytes[j] = (byte) rgb[i];
-            bytes[j + 1] = (byte) (rgb[i] >> 8);
-            bytes[j + 2] = (byte) (rgb[i] >> 16);
-        }
-        ByteArrayOutputStream jpeg = new ByteArrayOutputStream(8192);
-        ImageWriter writer = JPEG_WRITER.get();
-        try (ImageOutputStream out = new MemoryCacheImageOutputStream(jpeg)) {
-            writer.setOutput(out);
-            writer.write(null, new IIOImage(bgr, null, null), null);
-        }
-        ImageReader reader = JPEG_READER.get();
-        try (ImageInputStream in = new MemoryCacheImageInputStream(new ByteArrayInputStream(jpeg.toByteArray()))) {
-            reader.setInput(in);
-            return reader.read(0);
-        }
     }
 
     /**
