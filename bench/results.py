@@ -271,6 +271,35 @@ def render_accuracy(results: dict) -> str:
     return md_table(headers, rows, [False] + [True] * (len(headers) - 1)) + "\n\n" + note
 
 
+ZERO_SHOT_PACKAGES = {"imagecaptcha": "captcha", "wheezy": "wheezy.captcha"}  # set -> its PyPI package
+
+
+def render_zero_shot(results: dict) -> str:
+    """Captcha libraries never trained on (bench/zero_shot.py): the default model beside ddddocr, per set."""
+    zero = results.get("zero_shot")
+    if not zero:
+        return "_No zero-shot figures yet: run `make eval`._"
+    dddd = "ddddocr " + zero.get("ddddocr_version", "")
+    headers = [
+        "set (never trained on)",
+        "n",
+        f"{zero['model']} EM",
+        "EM ignoring case",
+        f"{dddd} EM",
+        "EM ignoring case",
+    ]
+    rows = []
+    for name, found in zero["sets"].items():
+        package = ZERO_SHOT_PACKAGES.get(name, name)
+        library = f"{package} {zero.get('libraries', {}).get(package, '')}".strip()
+        whole = found["groups"]["all"]
+        ours, theirs = whole["ours"], whole.get("ddddocr") or {}
+        rows.append([f"{name} (`{library}`)", whole["n"], pct(ours["em"]), pct(ours["em_nocase"]),
+                     pct(theirs.get("em")), pct(theirs.get("em_nocase"))])  # fmt: skip
+    note = f"ddddocr: the better of its two models per set and metric; {stamp(zero)}."
+    return md_table(headers, rows, [False] + [True] * 5) + "\n\n" + note
+
+
 def render_card_accuracy(results: dict, name: str) -> str:
     accuracy = results.get("accuracy")
     reader = accuracy and accuracy["readers"].get(name)
@@ -362,6 +391,7 @@ def blocks_for(results: dict, model: str | None = None) -> dict[str, str]:
     if model is None:
         return {
             "accuracy": render_accuracy(results),
+            "zero-shot": render_zero_shot(results),
             "speed": render_speed(results),
             "speed-zh": render_speed(results, chinese=True),
         }
