@@ -106,12 +106,16 @@ TARGETS: list[tuple[str, Callable[[Scored], bool], str, float]] = [
     ("ctext, rows without edge_clip", lambda r: r.source == "ctext" and "edge_clip" not in r.flags, "em", 0.90),
     ("ruoyi", lambda r: r.source == "ruoyi", "answer_acc", 0.99),
     # Hutool draws I and l alike and its own check ignores case; shear often pushes text off the canvas.
-    *((f"hutool: {t}", lambda r, t=t: r.source == "hutool" and r.type == t, "em_nocase", 0.95)
-      for t in ("line", "circle", "gif")),  # fmt: skip
+    *(
+        (f"hutool: {t}", lambda r, t=t: r.source == "hutool" and r.type == t, "em_nocase", 0.95)
+        for t in ("line", "circle", "gif")
+    ),
     ("hutool: shear", lambda r: r.source == "hutool" and r.type == "shear", "em_nocase", 0.90),
     ("hutool: math", lambda r: r.source == "hutool" and r.type == "math", "answer_acc", 0.95),
-    *((f"kaptcha: {t}", lambda r, t=t: r.source == "kaptcha" and r.type == t, "em", 0.97)
-      for t in ("default", "ruoyi_char")),  # fmt: skip
+    *(
+        (f"kaptcha: {t}", lambda r, t=t: r.source == "kaptcha" and r.type == t, "em", 0.97)
+        for t in ("default", "ruoyi_char")
+    ),
     ("kaptcha: site_mix", lambda r: r.source == "kaptcha" and r.type == "site_mix", "em", 0.90),
     ("own test split", lambda r: r.source.split("/")[0] == "test", "em", 0.99),
     # The same split scored by the rules of the realdev rows above: 99% exact match over all of it cannot be reached,
