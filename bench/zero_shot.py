@@ -240,18 +240,6 @@ def make_set(name: str, out: Path, n: int, seed: int) -> dict:
 # ---- scoring
 
 
-def open_model(path: Path, backend: str):
-    """A model engine; ``checkpoints/default`` (the file naming the default model) opens the model it names."""
-    from models.engine import default_model_name, load_engine
-
-    if path.is_file() and path.name == "default":
-        name = default_model_name(path.parent, backend)
-        if name is None:
-            raise FileNotFoundError(f"{path}: no model under {path.parent}")
-        path = path.parent / name
-    return load_engine(path, backend)
-
-
 def open_ddddocr_models() -> dict[str, object]:
     """ddddocr's two recognizers by name (ImportError when ddddocr is not installed)."""
     import ddddocr
@@ -336,6 +324,7 @@ def library_version(name: str) -> str:
 def score(args: argparse.Namespace) -> int:
     from bench import results as results_file
     from bench.ddddocr_realdev import score_folder as ddddocr_score
+    from models.engine import load_engine
     from tools.evaluate import score_folder
 
     folders = [args.sets / name for name in SETS if (args.sets / name / "labels.tsv").is_file()]
@@ -343,7 +332,7 @@ def score(args: argparse.Namespace) -> int:
         print(f"error: no zero-shot set under {args.sets} (run: python bench/zero_shot.py make)", file=sys.stderr)
         return 2
     try:
-        engine = open_model(args.model, args.backend)
+        engine = load_engine(args.model, args.backend)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

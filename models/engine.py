@@ -185,9 +185,16 @@ def resolve_model_file(path: str | Path, backend: str) -> Path:
 
 
 def load_engine(path: str | Path, backend: str = "onnx", **kwargs) -> Engine:
-    """Open a model for inference: ``backend`` is ``onnx`` (default, no torch needed) or ``torch``."""
+    """Open a model for inference: ``backend`` is ``onnx`` (default, no torch needed) or ``torch``. ``path`` is a
+    model file, a model folder, or ``checkpoints/default`` (the file naming the default model)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    path = Path(path)
+    if path.is_file() and path.name == "default":
+        name = default_model_name(path.parent, backend)
+        if name is None:
+            raise FileNotFoundError(f"{path}: no model under {path.parent}")
+        path = path.parent / name
     file = resolve_model_file(path, backend)
     engine = OnnxEngine(file, **kwargs) if backend == "onnx" else TorchEngine(file, **kwargs)
     if Path(path).is_dir():  # e.g. checkpoints/vanilla_crnn_int8/: the folder names the model
