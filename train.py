@@ -110,6 +110,7 @@ class Config:
     # -- run
     out: str = str(CHECKPOINTS)  # <out>/<arch>/ is written
     resume: bool = False  # continue exactly from <out>/<arch>/last.pt
+    patience: int = 0  # stop early when validation EM has not improved for N epochs (0 = run every epoch)
     test_every: int = 1  # evaluate the test set every N epochs and at the end (validation runs every epoch)
     print_samples: int = 8  # label | prediction | confidence rows printed per test evaluation
     dry_run: bool = False  # one batch on the CPU, nothing written
@@ -561,6 +562,16 @@ def export(run: Run) -> None:
 
 
 # ---------------------------------------------------------------- one architecture, then main
+def stop_early(run: Run, epoch: int) -> bool:
+    """--patience: rank 0 decides (it alone evaluates) and every process follows; also the epoch's barrier."""
+    stop = run.rank == 0 and run.cfg.patience > 0 and epoch - run.best["epoch"] >= run.cfg.patience
+    if run.world > 1:
+        flag = torch.tensor([int(stop)], device=run.device)
+        dist.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
+
+
 def train(cfg: Config) -> dict:
     """Train one architecture; returns the best validation result ``{"em", "cer", "epoch"}``."""
     run = set_up(cfg)
@@ -571,8 +582,10 @@ def train(cfg: Config) -> dict:
         if run.rank == 0:
             validation, test = evaluate_epoch(run, epoch, row)
             save_epoch(run, epoch, row, validation, test)
-        if run.world > 1:
-            dist.barrier()
+        if stop_early(run, epoch):
+            log(run.rank, f"[{cfg.arch}] validation EM has not improved for {cfg.patience} epochs "
+                          f"(best: epoch {run.best['epoch']}); stopping early (--patience)")  # fmt: skip
+            break
     if run.rank == 0 and (run.out_dir / "best.pt").is_file():
         export(run)
     return run.best

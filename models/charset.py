@@ -186,6 +186,25 @@ def read_labels(path: str | Path) -> LabelFile:
     return LabelFile(rows, problems, encoding)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+
+
+def labels_from_names(folder: str | Path) -> LabelFile:
+    """Labels taken from image file names, the layout of many public captcha sets: ``<label>_<anything>.<ext>``,
+    or ``<label>.<ext>`` when the name has no ``_``. Names that start with ``_`` are reported in ``problems``."""
+    rows: list[LabelRow] = []
+    problems: list[str] = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        label = path.stem.split("_", 1)[0].strip()
+        if label:
+            rows.append(LabelRow(path.name, label))
+        else:
+            problems.append(f"{path}: no label before the first '_' (expected <label>_<anything>{path.suffix})")
+    return LabelFile(rows, problems, "file names")
+
+
 def write_labels(path: str | Path, rows: Iterable[tuple[str, str]]) -> None:
     """Write ``name<TAB>label`` lines, UTF-8, LF endings."""
     with open(path, "w", encoding="utf-8", newline="\n") as f:

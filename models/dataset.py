@@ -1,7 +1,8 @@
 """Labelled captcha folders for training and evaluation.
 
 A folder holds ``labels.txt`` (``name<TAB>label``) or ``labels.tsv`` (header row, realdev layout), images in
-``images/`` or beside the label file, and optionally ``meta.tsv`` (source, type, answer per image) written by
+``images/`` or beside the label file; a folder with neither label file is read from its image names
+(``<label>_<anything>.png``, the layout of many public captcha sets), and optionally ``meta.tsv`` (source, type, answer per image) written by
 the merge tool. Images are decoded lazily, one at a time, through the shared :func:`models.preprocess` path,
 so a training set of any size never sits decoded in memory.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.charset import Charset, normalize_label, read_labels
+from models.charset import Charset, LabelFile, labels_from_names, normalize_label, read_labels
 from models.preprocess import ImageError, InputSpec, load_image, normalize, to_canvas
 from models.report import answer_of
 
@@ -65,6 +66,21 @@ def label_file_of(root: Path) -> Path:
     raise FileNotFoundError(f"{root} has no labels.txt or labels.tsv")
 
 
+def folder_labels(root: Path) -> tuple[LabelFile, Path]:
+    """The folder's labels and where its images are: labels.txt, labels.tsv, else the image names."""
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    try:
+        return read_labels(label_file_of(root)), image_dir
+    except FileNotFoundError:
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root} is not a folder") from None
+        named = labels_from_names(image_dir)
+        if not named.rows and not named.problems:
+            raise FileNotFoundError(f"{root} has no labels.txt, no labels.tsv and no images named "
+                                    "<label>_<anything>.png") from None  # fmt: skip
+        return named, image_dir
+
+
 def read_meta(root: Path) -> dict[str, dict[str, str]]:
     """``meta.tsv`` rows by filename (empty when the folder has none)."""
     path = root / "meta.tsv"
@@ -78,10 +94,8 @@ def read_folder(
 ) -> tuple[list[Sample], FolderReport]:
     """Samples of a labelled folder; with ``charset``, labels it cannot encode are skipped and counted."""
     root = Path(root)
-    label_file = label_file_of(root)
-    parsed = read_labels(label_file)
+    parsed, image_dir = folder_labels(root)
     meta = read_meta(root)
-    image_dir = root / "images" if (root / "images").is_dir() else root
     report = FolderReport(root, bad_lines=list(parsed.problems))
     samples = []
     for row in parsed.rows:

@@ -82,3 +82,24 @@ def test_read_labels_gbk(tmp_path: Path):
 def test_write_labels(tmp_path: Path):
     write_labels(tmp_path / "l.txt", [("a.png", "x1"), ("b.gif", "争")])
     assert (tmp_path / "l.txt").read_bytes() == "a.png\tx1\nb.gif\t争\n".encode()
+
+
+def test_a_folder_without_label_file_is_read_from_image_names(tmp_path):
+    from PIL import Image
+
+    from models.dataset import read_folder
+
+    for name in ("aB3x_0001.png", "q9_extra_part.jpg", "7xyz.png", "_nolabel.png"):
+        Image.new("L", (40, 16), 255).save(tmp_path / name)
+    (tmp_path / "notes.md").write_text("not an image")
+    samples, report = read_folder(tmp_path)
+    assert sorted(s.label for s in samples) == ["7xyz", "aB3x", "q9"]
+    assert len(report.bad_lines) == 1 and "_nolabel.png" in report.bad_lines[0]
+
+
+def test_a_folder_with_neither_labels_nor_images_is_refused_with_the_layouts(tmp_path):
+    from models.dataset import read_folder
+
+    (tmp_path / "readme.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match="labels.txt.*labels.tsv.*<label>_<anything>"):
+        read_folder(tmp_path)

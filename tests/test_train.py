@@ -56,6 +56,17 @@ def test_training_lowers_loss_and_writes_everything(tiny_data, tmp_path):
     assert meta.metrics["selection"]["n"] > 0 and meta.img_h == 32
 
 
+def test_patience_stops_when_validation_stops_improving(tiny_data, tmp_path):
+    out = run(
+        train_cmd(tiny_data, tmp_path, "--epochs", "6", "--patience", "2", "--lr", "1e-12", "--limit-train", "48")
+    )
+    rows = metrics_rows(tmp_path / "vanilla_crnn" / "metrics.csv")
+    best = load_model(tmp_path / "vanilla_crnn" / "best.pt").meta.metrics["epoch"]
+    assert len(rows) == min(6, best + 2)
+    assert len(rows) == 6 or "stopping early (--patience)" in out.stdout + out.stderr
+    assert (tmp_path / "vanilla_crnn" / "model.onnx").is_file()
+
+
 @pytest.mark.slow
 def test_kill_then_resume_is_exact(tiny_data, tmp_path):
     reference, interrupted = tmp_path / "ref", tmp_path / "int"
