@@ -33,7 +33,7 @@ REALDEV     ?= ../shared/realdev
 ZERO_SHOT   ?= dataset/zero_shot
 TRAIN_ARGS  ?=
 
-.PHONY: help system-deps setup setup-serve setup-train setup-dev test test-fast lint format ready train eval data data-small java bench clean
+.PHONY: help system-deps setup setup-serve setup-train setup-dev test test-fast lint format ready train finetune eval data data-small java bench clean
 
 help: ## Print every public target with one line of help
 	@echo "captcha-ocr: make <target>   (VENV=$(VENV))"
@@ -118,6 +118,10 @@ data: system-deps setup-train java ## Generate and merge the full training and t
 data-small: ## Generate a few thousand images for quick runs (same recipe, 1/100 of the counts)
 	$(MAKE) data EASY_TRAIN=2000 CTEXT_TRAIN=1620 RUOYI_TRAIN=1000 EASY_TEST=200 CTEXT_TEST=162 RUOYI_TEST=100 \
 	  HUTOOL_TRAIN=1000 KAPTCHA_TRAIN=1000 WILD_TRAIN=1000 HUTOOL_TEST=100 KAPTCHA_TEST=100 WILD_TEST=100
+
+finetune: setup-train ## Fine-tune on your own captchas: DATA=<labelled folder> NAME=<name> [UNLABELLED=<folder>] [BASE=<model>]
+	@[ -n "$(DATA)" ] && [ -n "$(NAME)" ] || { echo "usage: make finetune DATA=<labelled folder> NAME=<name> [UNLABELLED=<folder>] [BASE=vanilla_crnn]"; exit 2; }
+	$(PY) tools/finetune.py --data "$(DATA)" --name "$(NAME)" --base "$(or $(BASE),vanilla_crnn)" $(if $(UNLABELLED),--unlabelled "$(UNLABELLED)")
 
 BENCH_OUT ?= $(if $(QUICK),reports/bench/benchmarks.md,docs/benchmarks.md)
 

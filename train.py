@@ -8,6 +8,7 @@ The reference tutorial's commands work as written, e.g.
     python train.py --arch svtr_tiny --resume                    # continue an interrupted run exactly
     python train.py --arch vanilla_crnn --init checkpoints/vanilla_crnn/best.pt --train-root my_data  # fine-tune
     torchrun --nproc_per_node=4 train.py --arch crnn_resnet34    # several GPUs (or CPU processes with gloo)
+    python train.py --finetune my_captchas --name mysite [--unlabelled more] # your site's captcha (make finetune)
 
 Three splits. Training; validation, which chooses the best epoch: ``--validation-root``, else ``<train-root>/../val``
 when it exists, else a held-out slice of the training set (``--val-fraction``); and the test set
@@ -115,6 +116,11 @@ class Config:
     print_samples: int = 8  # label | prediction | confidence rows printed per test evaluation
     dry_run: bool = False  # one batch on the CPU, nothing written
     device: str = ""  # where to train (cpu, cuda, cuda:1); "" = cuda when available, else cpu
+    # -- finetune
+    finetune: str = ""  # your labelled captchas: fine-tune --base on them into checkpoints/<--name>/
+    name: str = ""  # with --finetune: the new model's name
+    unlabelled: str = ""  # with --finetune: unlabelled images of the same captcha, for self-training
+    base: str = "vanilla_crnn"  # with --finetune: the model to start from (only read)
 
 
 FLAGS = {  # the reference tutorial's flags and the old names, which stay accepted
@@ -591,8 +597,15 @@ def train(cfg: Config) -> dict:
     return run.best
 
 
-def main() -> None:
-    for cfg in parse_args():
+def main() -> int | None:
+    configs = parse_args()
+    if configs[0].finetune:
+        from tools.finetune import main as finetune_main
+
+        cfg = configs[0]
+        argv = ["--data", cfg.finetune, "--name", cfg.name, "--base", cfg.base, "--seed", str(cfg.seed)]
+        return finetune_main(argv + (["--unlabelled", cfg.unlabelled] if cfg.unlabelled else []))
+    for cfg in configs:
         try:
             train(cfg)
         except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError

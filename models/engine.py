@@ -159,7 +159,11 @@ def discover_models(checkpoints: str | Path, backend: str = "onnx") -> dict[str,
     root = Path(checkpoints)
     if not root.is_dir():
         return {}
-    return {d.name: d for d in sorted(root.iterdir()) if d.is_dir() and (d / wanted).is_file()}
+    return {  # a hidden folder is one being written (tools/finetune.py stages there): not a model yet
+        d.name: d
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".") and (d / wanted).is_file()
+    }
 
 
 def default_model_name(checkpoints: str | Path, backend: str = "onnx") -> str | None:

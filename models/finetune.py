@@ -1,0 +1,124 @@
+"""Fine-tuning on a user's own labelled captchas: the checks and the plan ``make finetune`` starts from.
+
+:func:`check_request` refuses, before anything is written, what cannot give a model: no labels, too few, labels
+with characters no model can learn, unreadable images, a name already taken or a base that is not a model.
+:func:`plan_for` picks the validation slice, epochs, learning rate and augmentation from the number of labels.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.charset import normalize_label
+from models.dataset import Sample, read_folder
+from models.preprocess import ImageError, load_image
+
+MIN_LABELS = 20  # below this the validation slice cannot tell a better epoch from a worse one
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class FinetuneError(ValueError):
+    """A request that cannot give a model; the message says what to do."""
+
+
+@dataclass
+class Plan:
+    train: list[Sample]
+    validation: list[Sample]
+    epochs: int
+    lr: float
+    aug: bool
+    patience: int
+
+    def describe(self) -> str:
+        return (f"{len(self.train)} training and {len(self.validation)} validation images; up to {self.epochs} "
+                f"epochs at lr {self.lr:g}, augmentation {'on' if self.aug else 'off'}, stop after "
+                f"{self.patience} epochs without a better validation score")  # fmt: skip
+
+
+def check_name(name: str, checkpoints: Path) -> Path:
+    if not NAME_PATTERN.match(name):
+        raise FinetuneError(f"NAME {name!r}: use letters, digits, '_', '-' or '.' (at most 64), e.g. NAME=mysite")
+    target = checkpoints / name
+    if target.exists():
+        raise FinetuneError(f"{target} already exists: choose another NAME, or remove that folder first")
+    return target
+
+
+def unlearnable(label: str) -> set[str]:
+    """Characters a CTC model cannot be given as classes: whitespace and control characters."""
+    return {c for c in label if c.isspace() or not c.isprintable()}
+
+
+def read_labelled(data: Path, max_label_len: int) -> list[Sample]:
+    """The usable samples of ``data``; every problem found is raised at once, with examples."""
+    if not data.is_dir():
+        raise FinetuneError(f"DATA={data}: no such folder")
+    try:
+        samples, report = read_folder(data)
+    except (FileNotFoundError, ValueError) as e:
+        raise FinetuneError(f"DATA={data}: {e}") from None
+    problems = list(report.bad_lines[:3]) + [f"missing image {m}" for m in report.missing_files[:3]]
+    bad = [s for s in samples if unlearnable(s.label) or len(s.label) > max_label_len]
+    for sample in bad[:3]:
+        problems.append(f"{sample.path.name}: label {sample.label!r} has whitespace or control characters, or is "
+                        f"longer than {max_label_len} characters")  # fmt: skip
+    broken = []
+    for sample in samples:
+        try:
+            load_image(sample.path)
+        except ImageError as e:
+            broken.append(f"{sample.path.name}: {e}")
+    problems += broken[:3]
+    if problems:
+        count = len(report.bad_lines) + len(report.missing_files) + len(bad) + len(broken)
+        raise FinetuneError(f"DATA={data}: {count} problems; fix or remove them and run again, e.g.\n  "
+                            + "\n  ".join(problems))  # fmt: skip
+    if len(samples) < MIN_LABELS:
+        raise FinetuneError(f"DATA={data}: {len(samples)} labelled images; fine-tuning needs at least {MIN_LABELS} "
+                            "(a few hundred give a usable model)")  # fmt: skip
+    return [Sample(s.path, normalize_label(s.label), source="own", type=s.type, answer=s.answer) for s in samples]
+
+
+def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
+    """A validation slice of 15% (10 to 500 images) and a schedule of about 20,000 image-steps, at least 8 and at
+    most 60 epochs; small sets get augmentation and a longer patience."""
+    n = len(samples)
+    n_val = min(500, max(10, round(n * 0.15)))
+    order = np.random.default_rng(seed).permutation(n)
+    validation = [samples[i] for i in order[:n_val]]
+    train = [samples[i] for i in order[n_val:]]
+    epochs = int(min(60, max(8, math.ceil(20_000 / max(1, len(train))))))
+    return Plan(train, validation, epochs, lr=5e-4 if len(train) >= 1000 else 3e-4, aug=len(train) < 20_000,
+                patience=4 if len(train) < 1000 else 3)  # fmt: skip
+
+
+# ---------------------------------------------------------------- self-training: pseudo-labels kept by confidence
+def confidence_threshold(confidences: list[float], correct: list[bool], precision: float = 0.99) -> float | None:
+    """The lowest confidence at which the predictions at or above it are at least ``precision`` right, measured
+    on the validation slice; None when even the most confident ones fall short."""
+    order = sorted(range(len(confidences)), key=lambda i: -confidences[i])
+    right, best = 0, None
+    for seen, i in enumerate(order, start=1):
+        right += correct[i]
+        next_differs = seen == len(order) or confidences[order[seen]] < confidences[i]
+        if next_differs and right / seen >= precision:
+            best = confidences[i]
+    return best
+
+
+def unlabelled_images(folder: Path) -> list[Path]:
+    from models.charset import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        raise FinetuneError(f"UNLABELLED={folder}: no such folder")
+    root = folder / "images" if (folder / "images").is_dir() else folder
+    found = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise FinetuneError(f"UNLABELLED={folder}: no .png/.jpg/.gif/.bmp/.webp images in it")
+    return found

@@ -1,0 +1,272 @@
+"""Turn your own site's captchas into a model: fine-tune a shipped model on a small labelled folder.
+
+    make finetune DATA=my_captchas NAME=mysite                        # labels.txt, labels.tsv or <label>_x.png
+    make finetune DATA=my_captchas NAME=mysite UNLABELLED=more_images  # + self-training on unlabelled ones
+    python tools/finetune.py --data my_captchas --name mysite [--unlabelled DIR] [--base vanilla_crnn]
+
+It holds out a validation slice, picks epochs, learning rate and augmentation from the number of labels
+(models/finetune.py), stops when validation stops improving, and extends the charset when the labels need it.
+With unlabelled images, the model labels them, keeps those above the confidence at which the validation slice's
+predictions are at least 99% right, retrains, and repeats while validation improves. The result goes to
+``checkpoints/<name>/`` (model.onnx, model_int8.onnx, best.pt, a model card) only when everything worked: the run
+is staged in ``runs/finetune/<name>/`` and moved in at the end. The base model is only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from models.charset import write_labels
+from models.checkpoint import load_model
+from models.dataset import Sample
+from models.engine import load_engine
+from models.finetune import (
+    FinetuneError,
+    Plan,
+    check_name,
+    confidence_threshold,
+    plan_for,
+    read_labelled,
+    unlabelled_images,
+)
+from models.paths import CHECKPOINTS, ROOT
+from models.preprocess import batches, prepare_batch
+from models.report import group_table
+from tools.evaluate import score_samples
+
+MAX_ROUNDS = 3  # self-training rounds after the first fine-tune
+
+
+def resolve_base(base: str) -> Path:
+    """A checkpoint (.pt), a model folder holding best.pt, or a name under checkpoints/ ("default" included)."""
+    path = Path(base)
+    if not path.exists() and (CHECKPOINTS / base).exists():
+        path = CHECKPOINTS / base
+    if path.is_file() and path.name == "default":
+        path = CHECKPOINTS / path.read_text(encoding="utf-8").strip()
+    if path.is_dir() and not (path / "best.pt").is_file() and path.name.endswith("_int8"):
+        path = path.with_name(path.name[: -len("_int8")])  # an int8 folder: fine-tune its fp32 source
+    pt = path / "best.pt" if path.is_dir() else path
+    if not pt.is_file() or pt.suffix != ".pt":
+        raise FinetuneError(f"BASE={base}: no best.pt there; use a model folder under checkpoints/ "
+                            "(e.g. BASE=vanilla_crnn) or a .pt checkpoint")  # fmt: skip
+    return pt
+
+
+def write_split(folder: Path, samples: list[Sample]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_labels(folder / "labels.txt", [(str(s.path.resolve()), s.label) for s in samples])
+    return folder
+
+
+def exact_match(model: Path, samples: list[Sample]) -> dict:
+    rows, _ = score_samples(load_engine(model), samples)
+    return group_table(rows)[0]
+
+
+def measure_speed(base_pt: Path, samples: list[Sample], amp: str) -> float:
+    """Training images per second of the base model on a few batches of the data (for the time estimate)."""
+    import torch
+
+    from models.codec import encode_batch
+    from models.training import train_step
+
+    loaded = load_model(base_pt)
+    model = loaded.model.train()
+    chosen = [s.path for s in samples[:32]] * max(1, 32 // max(1, len(samples[:32])))
+    prepared = prepare_batch(chosen[:32], loaded.meta.spec)
+    from models.charset import Charset
+
+    charset = Charset(loaded.meta.charset)
+    labels = [s.label for s in samples[:32]]
+    labels = [label for label in labels if not charset.unknown(label)] or ["0"]
+    images = torch.from_numpy(prepared.inputs[: len(labels)])
+    targets, lengths = encode_batch(labels, charset)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    started = None
+    for step in range(4):
+        if step == 1:
+            started = time.perf_counter()
+        train_step(model, images, torch.from_numpy(targets), torch.from_numpy(lengths), optimizer, scaler,
+                   amp=amp, clip=5.0)  # fmt: skip
+    return 3 * len(labels) / max(1e-6, time.perf_counter() - started)
+
+
+def train_round(cfg_values: dict, out: Path) -> Path:
+    """One fine-tuning run of train.py; returns the folder with best.pt and model.onnx."""
+    from train import Config, train
+
+    cfg = Config(**{**cfg_values, "out": str(out)})
+    train(cfg)
+    return out / cfg.arch
+
+
+def pseudo_labels(model: Path, images: list[Path], threshold: float) -> list[Sample]:
+    engine = load_engine(model)
+    kept = []
+    for chunk in batches(images, 64):
+        prepared = prepare_batch(chunk, engine.spec)
+        for index, prediction in zip(prepared.kept, engine.predict_arrays(prepared.inputs), strict=True):
+            if prediction.text and prediction.confidence >= threshold:
+                kept.append(Sample(chunk[index], prediction.text, source="pseudo"))
+    return kept
+
+
+def choose_threshold(model: Path, validation: list[Sample]) -> tuple[float | None, float]:
+    rows, _ = score_samples(load_engine(model), validation)
+    correct = [r.label == r.pred for r in rows]
+    threshold = confidence_threshold([r.confidence for r in rows], correct)
+    above = [ok for r, ok in zip(rows, correct, strict=True) if threshold is not None and r.confidence >= threshold]
+    return threshold, (sum(above) / len(above) if above else 0.0)
+
+
+def quantize_into(model_dir: Path, calib: list[Sample], out_file: Path) -> str:
+    """int8 beside the fp32 model (tools/quantize.py's method); returns a line for the card."""
+    from models.engine import read_onnx_meta
+    from tools.quantize import quantize, write_meta
+
+    source = model_dir / "model.onnx"
+    meta = read_onnx_meta(source)
+    prepared = prepare_batch([s.path for s in calib[:256]], meta.spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "model.onnx"
+        quantize(source, staged, list(batches(prepared.inputs, 32)))
+        record = meta.to_dict()
+        record["metrics"] = {
+            **meta.metrics,
+            "quantization": {
+                "method": "static QDQ int8, 7-bit weights",
+                "calibration": f"{len(prepared.inputs)} own images",
+            },
+        }
+        write_meta(staged, record)
+        shutil.copyfile(staged, out_file)
+    return "static QDQ int8, per-channel 7-bit weights, calibrated on the training images"
+
+
+def model_card(name: str, base: Path, plan: Plan, result: dict, started: float, command: str) -> str:
+    val, zero = result["validation"], result["base_validation"]
+    lines = [
+        f"# {name}",
+        "",
+        f"Fine-tuned from `{base.relative_to(ROOT) if base.is_relative_to(ROOT) else base}` by `tools/finetune.py`.",
+        "",
+        "| | exact match | ignoring case | CER |",
+        "|---|---:|---:|---:|",
+        f"| base model on the validation slice (zero-shot) | {zero['em']:.1%} | {zero['em_nocase']:.1%} | "
+        f"{zero['cer']:.1%} |",
+        f"| this model on the validation slice | {val['em']:.1%} | {val['em_nocase']:.1%} | {val['cer']:.1%} |",
+        "",
+        f"- Data: {plan.describe()}.",
+        f"- Validation slice: {val['n']} of the labelled images, held out (never trained on).",
+    ]
+    for step in result["rounds"]:
+        lines.append(f"- {step}")
+    lines += [
+        f"- Files: `model.onnx` (fp32, served), `model_int8.onnx` ({result['int8']}), `best.pt`.",
+        f"- Time: {(time.time() - started) / 60:.1f} minutes on {os.cpu_count()} CPU cores.",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: int, command: str) -> Path:
+    started = time.time()
+    target = check_name(name, CHECKPOINTS)
+    base_pt = resolve_base(base)
+    meta = load_model(base_pt).meta
+    samples = read_labelled(data, max_label_len=20)
+    images = unlabelled_images(unlabelled) if unlabelled else []
+    plan = plan_for(samples, seed)
+    work = ROOT / "runs" / "finetune" / name
+    shutil.rmtree(work, ignore_errors=True)
+    val_dir = write_split(work / "val", plan.validation)
+    from models.training import cpu_runs_bf16
+
+    amp = "bf16" if cpu_runs_bf16() else "off"
+    speed = measure_speed(base_pt, plan.train, amp)
+    estimate = plan.epochs * len(plan.train) / speed / 60
+    print(f"{name}: {plan.describe()}")
+    print(f"{name}: about {speed:.0f} training images/s here: at most {estimate:.1f} minutes per round "
+          f"(earlier when validation stops improving){f', up to {MAX_ROUNDS} more with self-training' if images else ''}")  # fmt: skip
+    base_validation = exact_match(base_pt.parent if (base_pt.parent / "model.onnx").is_file() else base_pt,
+                                  plan.validation)  # fmt: skip
+    print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
+    values = dict(arch=meta.arch, train_root=str(write_split(work / "train0", plan.train)),
+                  validation_root=str(val_dir), test_root="", epochs=plan.epochs, lr=plan.lr, aug=plan.aug,
+                  patience=plan.patience, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
+                  init=str(base_pt), print_samples=0)  # fmt: skip
+    best_dir = train_round(values, work / "round0")
+    best = exact_match(best_dir, plan.validation)
+    rounds = [f"Fine-tuned on {len(plan.train)} labelled images: validation exact match {best['em']:.1%}."]
+    for k in range(1, MAX_ROUNDS + 1) if images else ():
+        threshold, precision = choose_threshold(best_dir, plan.validation)
+        if threshold is None:
+            rounds.append(f"Self-training round {k}: no confidence gives 99% right pseudo-labels; stopped.")
+            break
+        pseudo = pseudo_labels(best_dir, images, threshold)
+        print(f"{name}: round {k}: kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= "
+              f"{threshold:.3f}, {precision:.1%} right on the validation slice)")  # fmt: skip
+        train_dir = write_split(work / f"train{k}", plan.train + pseudo)
+        candidate = train_round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
+                                 "epochs": max(4, plan.epochs // 2)}, work / f"round{k}")  # fmt: skip
+        score = exact_match(candidate, plan.validation)
+        rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
+                      f"(confidence >= {threshold:.3f}; {precision:.1%} right at that threshold on the validation "
+                      f"slice); validation exact match {score['em']:.1%}.")  # fmt: skip
+        if (score["em"], -score["cer"]) <= (best["em"], -best["cer"]):
+            rounds[-1] += " Not better: the previous round is kept."
+            break
+        best_dir, best = candidate, score
+    staging = CHECKPOINTS / f".{name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for file in ("best.pt", "model.onnx", "metrics.csv", "curves.png", "config.json"):
+        if (best_dir / file).is_file():
+            shutil.copyfile(best_dir / file, staging / file)
+    result = {"validation": best, "base_validation": base_validation, "rounds": rounds,
+              "int8": quantize_into(best_dir, plan.train, staging / "model_int8.onnx")}  # fmt: skip
+    (staging / "README.md").write_text(model_card(name, base_pt, plan, result, started, command), encoding="utf-8")
+    (staging / "finetune.json").write_text(json.dumps({k: v for k, v in result.items()}, indent=2, default=str),
+                                           encoding="utf-8")  # fmt: skip
+    os.replace(staging, target)
+    print(f"{name}: wrote {target}/ (validation exact match {best['em']:.1%}, base {base_validation['em']:.1%}); "
+          "it is served by make ready under this name")  # fmt: skip
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, type=Path, help="labelled folder (labels.txt, labels.tsv or names)")
+    parser.add_argument("--name", required=True, help="the new model's name: checkpoints/<name>/")
+    parser.add_argument("--unlabelled", type=Path, help="folder of unlabelled images of the same captcha")
+    parser.add_argument("--base", default="vanilla_crnn", help="model to start from (read only)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    command = "python tools/finetune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    try:
+        finetune(args.data, args.name, args.unlabelled, args.base, args.seed, command)
+    except FinetuneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BaseException:
+        shutil.rmtree(CHECKPOINTS / f".{args.name}.partial", ignore_errors=True)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
