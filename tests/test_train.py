@@ -188,7 +188,7 @@ def test_every_flag_has_help_in_its_group_and_old_names_still_work(capsys):
 
     helps = train.config_help()
     assert set(helps) == {f.name for f in dataclasses.fields(train.Config)}
-    assert {group for group, _ in helps.values()} == {"data", "model", "optimisation", "run"}
+    assert {group for group, _ in helps.values()} == {"data", "model", "optimisation", "run", "finetune"}
     assert all(text.strip() for _, text in helps.values())
     with pytest.raises(SystemExit):
         train.parse_args(["--help"])
