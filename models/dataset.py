@@ -1,9 +1,9 @@
 """Labelled captcha folders for training and evaluation.
 
 A folder holds ``labels.txt`` (``name<TAB>label``) or ``labels.tsv`` (header row, realdev layout), images in
-``images/`` or beside the label file; a folder with neither label file is read from its image names
-(``<label>_<anything>.png``, the layout of many public captcha sets), and optionally ``meta.tsv`` (source, type, answer per image) written by
-the merge tool. Images are decoded lazily, one at a time, through the shared :func:`models.preprocess` path,
+``images/`` or beside the label file, and optionally ``meta.tsv`` (source, type, answer per image) written by
+the merge tool. A folder with neither label file is read from its image names (``<label>_<anything>.png``, the
+layout of many public captcha sets). Images are decoded lazily, one at a time, through the shared :func:`models.preprocess` path,
 so a training set of any size never sits decoded in memory.
 """
 
@@ -66,9 +66,14 @@ def label_file_of(root: Path) -> Path:
     raise FileNotFoundError(f"{root} has no labels.txt or labels.tsv")
 
 
+def image_dir_of(root: Path) -> Path:
+    """Where a folder's images are: ``images/`` when it has one, else the folder itself."""
+    return root / "images" if (root / "images").is_dir() else root
+
+
 def folder_labels(root: Path) -> tuple[LabelFile, Path]:
     """The folder's labels and where its images are: labels.txt, labels.tsv, else the image names."""
-    image_dir = root / "images" if (root / "images").is_dir() else root
+    image_dir = image_dir_of(root)
     try:
         return read_labels(label_file_of(root)), image_dir
     except FileNotFoundError:

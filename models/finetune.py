@@ -1,7 +1,8 @@
 """Fine-tuning on a user's own labelled captchas: the checks and the plan ``make finetune`` starts from.
 
-:func:`check_request` refuses, before anything is written, what cannot give a model: no labels, too few, labels
-with characters no model can learn, unreadable images, a name already taken or a base that is not a model.
+:func:`read_labelled`, :func:`check_name` and :func:`unlabelled_images` refuse, before anything is written, what
+cannot give a model: no labels, too few, labels with characters no model can learn, unreadable images, a name
+already taken.
 :func:`plan_for` picks the validation slice, epochs, learning rate and augmentation from the number of labels.
 """
 
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.charset import normalize_label
-from models.dataset import Sample, read_folder
+from models.charset import IMAGE_SUFFIXES, normalize_label
+from models.dataset import Sample, image_dir_of, read_folder
 from models.preprocess import ImageError, load_image
 
 MIN_LABELS = 20  # below this the validation slice cannot tell a better epoch from a worse one
@@ -113,12 +114,9 @@ def confidence_threshold(confidences: list[float], correct: list[bool], precisio
 
 
 def unlabelled_images(folder: Path) -> list[Path]:
-    from models.charset import IMAGE_SUFFIXES
-
     if not folder.is_dir():
         raise FinetuneError(f"UNLABELLED={folder}: no such folder")
-    root = folder / "images" if (folder / "images").is_dir() else folder
-    found = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in image_dir_of(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not found:
         raise FinetuneError(f"UNLABELLED={folder}: no .png/.jpg/.gif/.bmp/.webp images in it")
     return found

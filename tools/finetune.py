@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from models.charset import write_labels
-from models.checkpoint import load_model
+from models.charset import Charset, write_labels
+from models.checkpoint import LoadedModel, load_model
 from models.dataset import Sample
 from models.engine import load_engine
 from models.finetune import (
@@ -72,28 +72,23 @@ def exact_match(model: Path, samples: list[Sample]) -> dict:
     return group_table(rows)[0]
 
 
-def measure_speed(base_pt: Path, samples: list[Sample], amp: str) -> float:
-    """Training images per second of the base model on a few batches of the data (for the time estimate)."""
+def measure_speed(base: LoadedModel, samples: list[Sample], amp: str) -> float:
+    """Training images per second of the base model on one batch of the data (for the time estimate); the
+    weights do not move (lr 0) and the labels only need to be encodable."""
     import torch
 
     from models.codec import encode_batch
     from models.training import train_step
 
-    loaded = load_model(base_pt)
-    model = loaded.model.train()
-    chosen = [s.path for s in samples[:32]] * max(1, 32 // max(1, len(samples[:32])))
-    prepared = prepare_batch(chosen[:32], loaded.meta.spec)
-    from models.charset import Charset
-
-    charset = Charset(loaded.meta.charset)
-    labels = [s.label for s in samples[:32]]
-    labels = [label for label in labels if not charset.unknown(label)] or ["0"]
-    images = torch.from_numpy(prepared.inputs[: len(labels)])
+    charset = Charset(base.meta.charset)
+    chosen = samples[:32]
+    images = torch.from_numpy(prepare_batch([s.path for s in chosen], base.meta.spec).inputs)
+    labels = [s.label if not charset.unknown(s.label) else charset.symbols[0] for s in chosen]
     targets, lengths = encode_batch(labels, charset)
+    model = base.model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    started = None
-    for step in range(4):
+    for step in range(4):  # the first step warms up and is not timed
         if step == 1:
             started = time.perf_counter()
         train_step(model, images, torch.from_numpy(targets), torch.from_numpy(lengths), optimizer, scaler,
@@ -187,7 +182,7 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
     started = time.time()
     target = check_name(name, CHECKPOINTS)
     base_pt = resolve_base(base)
-    meta = load_model(base_pt).meta
+    base_model = load_model(base_pt)
     samples = read_labelled(data, max_label_len=20)
     images = unlabelled_images(unlabelled) if unlabelled else []
     plan = plan_for(samples, seed)
@@ -197,7 +192,7 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
     from models.training import cpu_runs_bf16
 
     amp = "bf16" if cpu_runs_bf16() else "off"
-    speed = measure_speed(base_pt, plan.train, amp)
+    speed = measure_speed(base_model, plan.train, amp)
     estimate = plan.epochs * len(plan.train) / speed / 60
     print(f"{name}: {plan.describe()}")
     print(f"{name}: about {speed:.0f} training images/s here: at most {estimate:.1f} minutes per round "
@@ -205,7 +200,7 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
     base_validation = exact_match(base_pt.parent if (base_pt.parent / "model.onnx").is_file() else base_pt,
                                   plan.validation)  # fmt: skip
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
-    values = dict(arch=meta.arch, train_root=str(write_split(work / "train0", plan.train)),
+    values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=plan.epochs, lr=plan.lr, aug=plan.aug,
                   patience=plan.patience, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
                   init=str(base_pt), print_samples=0)  # fmt: skip
@@ -240,7 +235,7 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
     result = {"validation": best, "base_validation": base_validation, "rounds": rounds,
               "int8": quantize_into(best_dir, plan.train, staging / "model_int8.onnx")}  # fmt: skip
     (staging / "README.md").write_text(model_card(name, base_pt, plan, result, started, command), encoding="utf-8")
-    (staging / "finetune.json").write_text(json.dumps({k: v for k, v in result.items()}, indent=2, default=str),
+    (staging / "finetune.json").write_text(json.dumps(result, indent=2, default=str),
                                            encoding="utf-8")  # fmt: skip
     os.replace(staging, target)
     print(f"{name}: wrote {target}/ (validation exact match {best['em']:.1%}, base {base_validation['em']:.1%}); "
