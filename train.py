@@ -57,6 +57,7 @@ from models.training import (
     append_metrics_row,
     autocast,
     cpu_runs_bf16,
+    freeze_first_convs,
     grad_scaler,
     is_out_of_memory,
     load_with_grown_head,
@@ -94,6 +95,7 @@ class Config:
     arch_args: str = "{}"  # JSON of extra model arguments, e.g. '{"hidden": 128}'
     max_label_len: int = 0  # longest label the model is built for; 0 = max(8, longest label in the data)
     init: str = ""  # fine-tune from this checkpoint (its charset is extended with the data's new characters)
+    freeze: int = 0  # keep the first N convolutions (and their norms) fixed: faster steps, fewer labels needed
     teacher: str = ""  # distil from this checkpoint; its input size and charset are adopted (with --init, the init
     #                    model must already have them, e.g. an earlier student of the same teacher)
     # -- optimisation
@@ -415,6 +417,8 @@ def set_up(cfg: Config) -> Run:
                              f"{model.sequence_length(spec.img_w)}: distillation needs the same width stride")  # fmt: skip
         if cfg.channels_last:
             teacher.to(memory_format=torch.channels_last)
+    if cfg.freeze:
+        log(rank, f"--freeze {cfg.freeze}: {freeze_first_convs(model, cfg.freeze) / 1e6:.2f}M parameters fixed")
     parameters = sum(p.numel() for p in model.parameters())
     log(rank, f"[{cfg.arch}] {parameters / 1e6:.2f}M parameters, input {spec.img_w}x{spec.img_h}x{spec.channels}, "
               f"{splits.charset.num_classes} classes, T={model.sequence_length(spec.img_w)}, device {device}, "

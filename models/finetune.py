@@ -2,7 +2,7 @@
 
 :func:`read_labelled`, :func:`check_name` and :func:`unlabelled_images` refuse, before anything is written, what
 cannot give a model: no labels, too few, labels with characters no model can learn, unreadable images, a name
-already taken.
+already taken; :func:`unpack_zip` opens a zipped set such as the page's "Export dataset".
 :func:`plan_for` picks the validation slice, epochs, learning rate and augmentation from the number of labels.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,24 @@ def unlearnable(label: str) -> set[str]:
     return {c for c in label if c.isspace() or not c.isprintable()}
 
 
+def unpack_zip(archive: Path, dest: Path) -> Path:
+    """The folder a zip of a labelled set unpacks to (the page's "Export dataset", or any zip holding one folder
+    or the files themselves); members that would land outside ``dest`` are refused."""
+    try:
+        with zipfile.ZipFile(archive) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            for name in names:
+                if name.startswith(("/", "\\")) or ".." in Path(name).parts:
+                    raise FinetuneError(f"DATA={archive}: the zip holds {name!r}, outside its folder; unzip it by hand")
+            z.extractall(dest)
+    except zipfile.BadZipFile as e:
+        raise FinetuneError(f"DATA={archive}: not a readable zip ({e}); download or zip it again") from None
+    tops = {Path(n).parts[0] for n in names}
+    if len(tops) == 1 and (dest / next(iter(tops))).is_dir():
+        return dest / next(iter(tops))
+    return dest
+
+
 def read_labelled(data: Path, max_label_len: int) -> list[Sample]:
     """The usable samples of ``data``; every problem found is raised at once, with examples."""
     if not data.is_dir():
@@ -97,6 +116,34 @@ def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
     epochs = int(min(60, max(8, math.ceil(20_000 / max(1, len(train))))))
     return Plan(train, validation, epochs, lr=5e-4 if len(train) >= 1000 else 3e-4, aug=len(train) < 20_000,
                 patience=4 if len(train) < 1000 else 3)  # fmt: skip
+
+
+@dataclass
+class Budget:
+    """Image-steps the run can afford: the first round's epochs, and each self-training round's image-steps."""
+
+    first_epochs: int
+    round_steps: int
+    minutes: float
+
+    def describe(self, rounds: int) -> str:
+        extra = f", then up to {rounds} self-training rounds of {self.round_steps:,} image-steps" if rounds else ""
+        return f"{self.first_epochs} epochs first{extra}; about {self.minutes:.0f} minutes at most"
+
+
+TRAINING_SHARE = 0.8  # of the time budget spent in training steps (the rest: validation, export, pseudo-labels)
+LOADING_FACTOR = 0.7  # measured step speed -> speed with augmentation and data loading
+
+
+def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int) -> Budget:
+    """Cut the plan to ``minutes`` of wall time at the measured training speed. Without self-training the first
+    round has it all; with it, the first round gets 40% and each of the ``rounds`` self-training rounds an equal
+    share of the rest. The first round keeps at least 2 epochs, however slow the machine."""
+    steps = minutes * 60 * TRAINING_SHARE * images_per_s * LOADING_FACTOR
+    first_share = 0.4 if rounds else 1.0
+    first = max(2, min(plan.epochs, int(steps * first_share // max(1, len(plan.train)))))
+    round_steps = int(steps * (1 - first_share) / rounds) if rounds else 0
+    return Budget(first, round_steps, minutes)
 
 
 # ---------------------------------------------------------------- self-training: pseudo-labels kept by confidence

@@ -72,6 +72,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def freeze_first_convs(model: nn.Module, n: int) -> int:
+    """Keep the first ``n`` convolutions fixed, with every parameter registered before the next one (their norms);
+    their BatchNorm statistics still follow the new data. Returns how many parameters stay fixed."""
+    convs, frozen = 0, 0
+    for _, parameter in model.named_parameters():
+        if parameter.dim() == 4:
+            convs += 1
+        if convs > n:
+            break
+        parameter.requires_grad_(False)
+        frozen += parameter.numel()
+    return frozen
+
+
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     """Per-step schedule: linear warm-up to the optimizer's lr over ``warmup_steps``, then cosine down to 1% of it
     at ``total_steps``."""

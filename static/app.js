@@ -12,6 +12,9 @@
   };
   const HISTORY_CAP = 200; // entries; each holds a ~3 KB JPEG thumbnail, so the whole list stays far below 5 MB
   const THUMB_W = 120; // px, width of the stored history thumbnails
+  const LOW_CONFIDENCE = 0.9; // results below this are marked for a check before they become training labels
+  const DB_NAME = 'captcha_ocr'; // IndexedDB: the original image bytes of the history entries, for the export
+  const DB_STORE = 'originals';
 
   const I18N = {
     zh: {
@@ -39,6 +42,13 @@
       historyEmpty: '没有历史记录。', historyCount: '{n} 条记录（最多 {cap} 条，保存在本浏览器）',
       historyDropped: '浏览器存储空间已满：删除了最早的 {n} 条记录。', historyNotSaved: '浏览器存储空间已满，本次结果没有保存到历史记录。',
       historyCleared: '历史记录已清空。', knownModels: '可用模型：{list}', unknownError: '未知错误',
+      reviewOnly: '只看待核对', exportDataset: '导出数据集',
+      labelHint: '识别结果可以直接改：改好后按 Enter 保存。标黄的是低置信度结果，请先核对。“导出数据集”下载 zip（images/ 和 labels.txt），可直接用于 make finetune DATA=。',
+      editLabel: '更正 {name} 的识别结果（Enter 保存，Esc 还原）', saved: '已保存：{name} → {label}',
+      emptyLabel: '标签不能为空：{name} 没有保存。', lowBadge: '请核对', lowTitle: '置信度低于 {v}，请核对后按 Enter',
+      corrected: '已更正', checked: '已核对', reviewCount: '{n} 条待核对。', exporting: '正在打包…',
+      exported: '已导出 {n} 张图片到 {file}。', exportSkipped: '未导出：{low} 张低置信度未核对，{missing} 张没有原图，{empty} 张标签为空。',
+      exportNothing: '没有可导出的结果：先识别一些图片，并核对标黄的结果。', noOriginals: '本浏览器不能保存原图（IndexedDB 不可用），无法导出数据集。',
     },
     en: {
       title: 'Captcha reader', subtitle: 'Drop or paste captchas to get the text, the arithmetic answer and a confidence.',
@@ -65,6 +75,13 @@
       historyEmpty: 'No history yet.', historyCount: '{n} entries (at most {cap}, kept in this browser)',
       historyDropped: 'Browser storage is full: the {n} oldest entries were removed.', historyNotSaved: 'Browser storage is full: these results were not saved to the history.',
       historyCleared: 'History cleared.', knownModels: 'known models: {list}', unknownError: 'unknown error',
+      reviewOnly: 'Only those to check', exportDataset: 'Export dataset',
+      labelHint: 'Correct a result in place: edit the text and press Enter. Results in yellow have a low confidence: check those first. "Export dataset" downloads a zip (images/ and labels.txt) that make finetune DATA= reads as it is.',
+      editLabel: 'Correct the text of {name} (Enter saves, Esc undoes)', saved: 'Saved: {name} → {label}',
+      emptyLabel: 'A label cannot be empty: {name} was not saved.', lowBadge: 'check', lowTitle: 'Confidence below {v}: check it, then press Enter',
+      corrected: 'corrected', checked: 'checked', reviewCount: '{n} to check.', exporting: 'Packing…',
+      exported: 'Exported {n} images to {file}.', exportSkipped: 'Left out: {low} low-confidence results not checked, {missing} without the original image, {empty} with an empty label.',
+      exportNothing: 'Nothing to export: read some captchas first, and check the ones marked in yellow.', noOriginals: 'This browser cannot keep the original images (no IndexedDB), so there is nothing to export.',
     },
   };
 
@@ -74,7 +91,8 @@
     modelStatus: $('model-status'), drop: $('drop'), file: $('file'), pending: $('pending'), submit: $('submit'),
     clearPending: $('clear-pending'), status: $('status'), results: $('results'), resultsEmpty: $('results-empty'),
     historyBody: document.querySelector('#history tbody'), historyNote: $('history-note'),
-    refreshHistory: $('refresh-history'), clearHistory: $('clear-history'),
+    refreshHistory: $('refresh-history'), clearHistory: $('clear-history'), exportDataset: $('export-dataset'),
+    reviewOnly: $('review-only'),
   };
 
   // ---- storage that never throws (private mode, disabled storage) ----
@@ -289,6 +307,209 @@
     renderPending();
   }
 
+  // ---- labels: the corrected text, else the model's; low confidence until the user checks it ----
+  const labelOf = (x) => (x.label ?? x.text ?? '');
+  const cleanLabel = (v) => String(v || '').replace(/\s+/g, '');
+  const needsCheck = (x) => !x.error && !x.checked && typeof x.confidence === 'number' && x.confidence < LOW_CONFIDENCE;
+
+  function saveLabel(id, value, name) {
+    const label = cleanLabel(value);
+    if (!label) { historyMessage = [t('emptyLabel', { name }), 'error']; renderHistory(); return false; }
+    const list = readHistory();
+    const h = list.find((x) => x.id === id);
+    for (const target of [h, ...lastResults.filter((r) => r.entry.id === id).map((r) => r.entry)]) {
+      if (!target) continue;
+      target.label = label;
+      target.checked = true;
+    }
+    if (h) writeHistory(list);
+    historyMessage = [t('saved', { name, label }), 'ok'];
+    renderResults();
+    renderHistory();
+    return true;
+  }
+
+  function labelInput(x, className) {
+    // The text as an editable field: Enter saves it as the label (also when unchanged: that confirms it).
+    const input = el('input', className);
+    input.type = 'text';
+    input.value = labelOf(x);
+    input.spellcheck = false;
+    input.autocomplete = 'off';
+    input.setAttribute('aria-label', t('editLabel', { name: x.filename || '' }));
+    const fit = () => { // CJK glyphs take two columns of the monospace font
+      const cols = Array.from(input.value).reduce((n, c) => n + (/[\u2e80-\uffff]/.test(c) ? 2 : 1), 0);
+      input.style.width = `calc(${Math.max(4, cols + 1)}ch + ${(cols * 0.04).toFixed(2)}em + 14px)`;
+    };
+    fit();
+    input.addEventListener('input', fit);
+    input.disabled = !x.id;
+    input.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter') { e.preventDefault(); saveLabel(x.id, input.value, x.filename || ''); }
+      else if (e.key === 'Escape') { input.value = labelOf(x); }
+    });
+    return input;
+  }
+
+  function labelMarks(x) {
+    const marks = [];
+    if (needsCheck(x)) {
+      const badge = el('span', 'badge low-badge', t('lowBadge'));
+      badge.title = t('lowTitle', { v: percent(LOW_CONFIDENCE) });
+      marks.push(badge);
+    } else if (x.label !== undefined && x.label !== x.text) marks.push(el('span', 'badge corrected-badge', t('corrected')));
+    else if (x.checked) marks.push(el('span', 'badge checked-badge', t('checked')));
+    return marks;
+  }
+
+  // ---- original images (IndexedDB; the history keeps only thumbnails) ----
+  let dbPromise = null;
+  function openDb() {
+    if (!dbPromise) {
+      dbPromise = new Promise((resolve) => {
+        try {
+          const req = indexedDB.open(DB_NAME, 1);
+          req.onupgradeneeded = () => req.result.createObjectStore(DB_STORE);
+          req.onsuccess = () => resolve(req.result);
+          req.onerror = () => resolve(null);
+        } catch { resolve(null); }
+      });
+    }
+    return dbPromise;
+  }
+
+  async function dbRun(mode, work) {
+    const db = await openDb();
+    if (!db) return null;
+    return new Promise((resolve) => {
+      try {
+        const tx = db.transaction(DB_STORE, mode);
+        const result = work(tx.objectStore(DB_STORE));
+        tx.oncomplete = () => resolve(result.value ?? true);
+        tx.onerror = () => resolve(null);
+        tx.onabort = () => resolve(null);
+      } catch { resolve(null); }
+    });
+  }
+
+  const putOriginals = (items) => dbRun('readwrite', (os) => { for (const it of items) os.put(it, it.id); return {}; });
+  const clearOriginals = () => dbRun('readwrite', (os) => { os.clear(); return {}; });
+  function getOriginals() {
+    return dbRun('readonly', (os) => {
+      const out = { value: new Map() };
+      const req = os.openCursor();
+      req.onsuccess = () => {
+        const cursor = req.result;
+        if (cursor) { out.value.set(cursor.key, cursor.value); cursor.continue(); }
+      };
+      return out;
+    });
+  }
+  function pruneOriginals(keep) {
+    const ids = new Set(keep.map((h) => h.id));
+    return dbRun('readwrite', (os) => {
+      const req = os.openKeyCursor();
+      req.onsuccess = () => {
+        const cursor = req.result;
+        if (!cursor) return;
+        if (!ids.has(cursor.key)) os.delete(cursor.key);
+        cursor.continue();
+      };
+      return {};
+    });
+  }
+
+  // ---- export: a zip (stored, no compression) with images/ and labels.txt, the layout make finetune reads ----
+  const CRC_TABLE = (() => {
+    const table = new Uint32Array(256);
+    for (let n = 0; n < 256; n += 1) {
+      let c = n;
+      for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      table[n] = c >>> 0;
+    }
+    return table;
+  })();
+  function crc32(data) {
+    let c = 0xffffffff;
+    for (let i = 0; i < data.length; i += 1) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  }
+
+  function zipFiles(files, date = new Date()) {
+    const encoder = new TextEncoder();
+    const time = (date.getHours() << 11) | (date.getMinutes() << 5) | (date.getSeconds() >> 1);
+    const day = ((date.getFullYear() - 1980) << 9) | ((date.getMonth() + 1) << 5) | date.getDate();
+    const parts = [];
+    const central = [];
+    let offset = 0;
+    for (const f of files) {
+      const name = encoder.encode(f.name);
+      const crc = crc32(f.data);
+      const size = f.data.length;
+      const local = new DataView(new ArrayBuffer(30));
+      [[0, 0x04034b50, 4], [4, 20, 2], [6, 0x0800, 2], [10, time, 2], [12, day, 2], [14, crc, 4], [18, size, 4],
+        [22, size, 4], [26, name.length, 2]].forEach(([at, v, n]) => (n === 4 ? local.setUint32(at, v, true) : local.setUint16(at, v, true)));
+      parts.push(local, name, f.data);
+      const entry = new DataView(new ArrayBuffer(46));
+      [[0, 0x02014b50, 4], [4, 20, 2], [6, 20, 2], [8, 0x0800, 2], [12, time, 2], [14, day, 2], [16, crc, 4],
+        [20, size, 4], [24, size, 4], [28, name.length, 2], [42, offset, 4]].forEach(([at, v, n]) => (n === 4 ? entry.setUint32(at, v, true) : entry.setUint16(at, v, true)));
+      central.push(entry, name);
+      offset += 30 + name.length + size;
+    }
+    const centralSize = central.reduce((sum, p) => sum + p.byteLength, 0);
+    const end = new DataView(new ArrayBuffer(22));
+    end.setUint32(0, 0x06054b50, true);
+    end.setUint16(8, files.length, true);
+    end.setUint16(10, files.length, true);
+    end.setUint32(12, centralSize, true);
+    end.setUint32(16, offset, true);
+    return new Blob([...parts, ...central, end], { type: 'application/zip' });
+  }
+
+  const extensionOf = (name, type) => {
+    const m = /\.(png|jpe?g|gif|bmp|webp)$/i.exec(name || '');
+    if (m) return `.${m[1].toLowerCase()}`;
+    return { 'image/jpeg': '.jpg', 'image/gif': '.gif', 'image/bmp': '.bmp', 'image/webp': '.webp' }[type] || '.png';
+  };
+
+  async function exportDataset() {
+    setStatus(els.historyNote, t('exporting'), 'busy');
+    const originals = await getOriginals();
+    if (!originals) { historyMessage = [t('noOriginals'), 'error']; renderHistory(); return; }
+    const counts = { low: 0, missing: 0, empty: 0 };
+    const files = [];
+    const lines = [];
+    const history = readHistory().map((h, i) => [h, i]).sort((a, b) => (a[0].ts - b[0].ts) || (a[1] - b[1]));
+    for (const [h] of history) { // oldest batch first, each in the order of its results
+      if (h.error) continue;
+      const label = cleanLabel(labelOf(h));
+      const original = originals.get(h.id);
+      if (!label) counts.empty += 1;
+      else if (needsCheck(h)) counts.low += 1;
+      else if (!original) counts.missing += 1;
+      else {
+        const name = `${String(files.length + 1).padStart(6, '0')}${extensionOf(original.name, original.type)}`;
+        files.push({ name: `images/${name}`, data: new Uint8Array(original.data) });
+        lines.push(`${name}\t${label}`);
+      }
+    }
+    const skipped = counts.low + counts.missing + counts.empty ? t('exportSkipped', counts) : '';
+    if (!files.length) { historyMessage = [[t('exportNothing'), skipped].filter(Boolean).join(' '), 'warn']; renderHistory(); return; }
+    files.push({ name: 'labels.txt', data: new TextEncoder().encode(`${lines.join('\n')}\n`) });
+    const d = new Date();
+    const file = `captcha-dataset-${d.getFullYear()}${pad(d.getMonth() + 1)}${pad(d.getDate())}-${pad(d.getHours())}${pad(d.getMinutes())}${pad(d.getSeconds())}.zip`;
+    const url = URL.createObjectURL(zipFiles(files, d));
+    const link = el('a');
+    link.href = url;
+    link.download = file;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+    historyMessage = [[t('exported', { n: lines.length, file }), skipped].filter(Boolean).join(' '), skipped ? 'warn' : 'ok'];
+    renderHistory();
+  }
+
   // ---- copy ----
   async function copyText(value, button) {
     let ok = false;
@@ -311,7 +532,7 @@
   }
 
   function copyButton(entry) {
-    const value = entry.answer !== null && entry.answer !== undefined ? String(entry.answer) : entry.text || '';
+    const value = entry.answer !== null && entry.answer !== undefined ? String(entry.answer) : labelOf(entry);
     const button = el('button', 'copy', t('copy'));
     button.type = 'button';
     button.disabled = !value;
@@ -327,7 +548,7 @@
     els.results.replaceChildren();
     els.resultsEmpty.hidden = lastResults.length > 0;
     for (const { entry, url, frames } of lastResults) {
-      const li = el('li', entry.error ? 'result error' : 'result');
+      const li = el('li', entry.error ? 'result error' : needsCheck(entry) ? 'result low' : 'result');
       li.append(thumbFigure(url, entry.filename, entry.width, entry.height, frames));
       const body = el('div', 'result-body');
       body.append(el('div', 'filename', entry.filename));
@@ -335,7 +556,7 @@
         body.append(el('div', 'error-text', describeError(entry)));
       } else {
         const line = el('div', 'line');
-        line.append(el('span', 'text', entry.text || '∅'));
+        line.append(labelInput(entry, 'text label-input'), ...labelMarks(entry));
         const answer = el('span', 'answer', entry.answer ?? t('noAnswer'));
         answer.title = t('answer');
         const answerBox = el('span', 'answer-box');
@@ -388,6 +609,7 @@
   function addToHistory(entries) {
     const list = [...entries, ...readHistory()];
     const dropped = writeHistory(list);
+    pruneOriginals(readHistory());
     if (dropped < 0) historyMessage = [t('historyNotSaved'), 'error'];
     else if (dropped > 0 || list.length > HISTORY_CAP) historyMessage = [t('historyDropped', { n: Math.max(dropped, list.length - HISTORY_CAP) }), 'warn'];
     else historyMessage = ['', ''];
@@ -396,9 +618,11 @@
 
   function renderHistory() {
     const list = readHistory();
+    const toCheck = list.filter(needsCheck).length;
     els.historyBody.replaceChildren();
     for (const h of list) {
-      const tr = el('tr', h.error ? 'error' : '');
+      if (els.reviewOnly.checked && !needsCheck(h)) continue;
+      const tr = el('tr', h.error ? 'error' : needsCheck(h) ? 'low' : '');
       const tdImg = el('td');
       if (h.thumb && h.thumb.startsWith('data:image/')) {
         const img = el('img', 'history-thumb');
@@ -407,7 +631,8 @@
         tdImg.append(img);
         if (h.frames) tdImg.append(el('span', 'badge', t('gif')));
       }
-      const tdText = el('td', h.error ? 'error-text' : 'text', h.error ? describeError(h) : h.text || '∅');
+      const tdText = el('td', h.error ? 'error-text' : 'text', h.error ? describeError(h) : '');
+      if (!h.error) tdText.append(labelInput(h, 'label-input'), ...labelMarks(h));
       const tdCopy = el('td');
       tdCopy.append(copyButton(h));
       const tdName = el('td', 'filename', h.filename);
@@ -419,7 +644,8 @@
       els.historyBody.append(tr);
     }
     const count = list.length ? t('historyCount', { n: list.length, cap: HISTORY_CAP }) : t('historyEmpty');
-    setStatus(els.historyNote, [historyMessage[0], count].filter(Boolean).join(' '), historyMessage[1]);
+    const review = toCheck ? t('reviewCount', { n: toCheck }) : '';
+    setStatus(els.historyNote, [historyMessage[0], count, review].filter(Boolean).join(' '), historyMessage[1]);
   }
 
   const makeThumb = (url, width, height) => new Promise((resolve) => {
@@ -461,25 +687,34 @@
 
     store.set(KEYS.arch, arch);
     lastResults.forEach((x) => URL.revokeObjectURL(x.url));
-    lastResults = results.map((entry, i) => ({ entry, url: batch[i] ? batch[i].url : '', frames: batch[i] ? batch[i].frames : 0 }));
+    const now = Date.now();
+    const newId = (i) => `${now.toString(36)}-${i}-${Math.random().toString(36).slice(2, 8)}`;
+    lastResults = results.map((entry, i) => ({ entry: { ...entry, id: entry.error ? '' : newId(i) }, url: batch[i] ? batch[i].url : '', frames: batch[i] ? batch[i].frames : 0 }));
+    const cards = lastResults;
     clearPending(false); // the object URLs now belong to the result cards
     renderResults();
     const bad = results.filter((x) => x.error).length;
     setStatus(els.status, r.ok ? t('done', { n: results.length, bad, arch: r.body.model || r.body.arch, ms: r.body.ms })
       : t('failed', { msg: r.message }), bad ? 'warn' : 'ok');
 
-    const now = Date.now();
     const entries = [];
+    const originals = [];
     for (let i = 0; i < results.length; i += 1) {
-      const x = results[i];
+      const x = cards[i].entry;
       const p = batch[i];
+      if (x.id && p) originals.push({ id: x.id, name: p.file.name, type: p.file.type, data: await p.file.arrayBuffer() });
       entries.push({
-        ts: now, arch: x.model || x.arch || arch, filename: x.filename, text: x.text ?? null, answer: x.answer ?? null,
+        id: x.id, ts: now, arch: x.model || x.arch || arch, filename: x.filename, text: x.text ?? null, answer: x.answer ?? null,
         confidence: x.confidence ?? null, ms: x.ms ?? null, width: x.width ?? (p ? p.width : 0),
         height: x.height ?? (p ? p.height : 0), error: x.error || null, detail: x.detail || null,
         frames: p ? p.frames : 0, thumb: p ? await makeThumb(p.url, p.width, p.height) : '',
       });
     }
+    await putOriginals(originals);
+    entries.forEach((e, i) => { // corrections typed while the thumbnails were being made
+      const x = cards[i].entry;
+      if (x.label !== undefined) Object.assign(e, { label: x.label, checked: true });
+    });
     addToHistory(entries); // newest batch first, in the order of its results
   }
 
@@ -511,9 +746,12 @@
   });
   els.submit.addEventListener('click', recognise);
   els.clearPending.addEventListener('click', () => { clearPending(); setStatus(els.status, ''); });
+  els.exportDataset.addEventListener('click', exportDataset);
+  els.reviewOnly.addEventListener('change', renderHistory);
   els.refreshHistory.addEventListener('click', () => { historyMessage = ['', '']; renderHistory(); });
   els.clearHistory.addEventListener('click', () => {
     try { localStorage.removeItem(KEYS.history); } catch { /* storage disabled: nothing to clear */ }
+    clearOriginals();
     historyMessage = [t('historyCleared'), 'ok'];
     renderHistory();
   });

@@ -2,21 +2,27 @@
 
 Uploads three real captchas (a GIF and two arithmetic ones), checks the text and answer cells, switches model,
 reloads and finds the history, clears it, and checks that a file name holding HTML stays text. Saves a
-screenshot of the page with results to assets/page_demo.png.
+screenshot of the page with results to assets/page_demo.png. The labelling flow: low-confidence marks, a correction
+kept by the history, and "Export dataset" giving a zip that the fine-tuning reader takes as it is.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import ROOT, realdev_rows
 from models.arith import solve
+from models.dataset import read_folder
+from models.finetune import unpack_zip
 from tools.servers import free_port, stop, uvicorn_command, wait_until_up
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -83,7 +89,7 @@ def first(family: str, type_prefix: str = ""):
 def result_cells(page) -> list[tuple[str, str, str]]:
     cards = page.locator("#results .result")
     return [
-        (cards.nth(i).locator(".filename").text_content(), cards.nth(i).locator(".text").text_content(),
+        (cards.nth(i).locator(".filename").text_content(), cards.nth(i).locator(".label-input").input_value(),
          cards.nth(i).locator(".answer").text_content())
         for i in range(cards.count())
     ]  # fmt: skip
@@ -197,3 +203,96 @@ def test_page_reports_a_full_storage_and_keeps_working(servers, browser):
     assert note.get_attribute("data-kind") == "warn"
     assert page.locator("#history tbody tr").first.locator(".filename").text_content() == path.name
     assert 0 < page.locator("#history tbody tr").count() < 151
+
+
+def noise_png() -> bytes:
+    from PIL import Image
+
+    pixels = np.random.default_rng(3).integers(0, 256, (60, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def export_zip(page, tmp_path: Path, name: str) -> Path:
+    with page.expect_download() as download:
+        page.click("#export-dataset")
+    path = tmp_path / name
+    download.value.save_as(path)
+    return path
+
+
+def zipped_labels(path: Path) -> dict[str, str]:
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None  # every CRC matches
+        lines = z.read("labels.txt").decode("utf-8").splitlines()
+        images = {n for n in z.namelist() if n.startswith("images/")}
+    labels = dict(line.split("\t") for line in lines)
+    assert {f"images/{n}" for n in labels} == images
+    return labels
+
+
+def test_page_corrects_results_and_exports_a_dataset(servers, browser, tmp_path):
+    url, _ = servers
+    (ruoyi, _), (easy, _) = first("ruoyi"), first("easy", "spec")
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, locale="en-US", accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("#model option", state="attached")
+    page.click("#clear-history")
+    files = [{"name": p.name, "mimeType": "image/png", "buffer": p.read_bytes()} for p in (ruoyi, easy)]
+    files.append({"name": "noise.png", "mimeType": "image/png", "buffer": noise_png()})
+    page.set_input_files("#file", files=files)
+    page.wait_for_selector("#pending li >> nth=2")
+    page.click("#submit")
+    page.wait_for_selector("#results .result >> nth=2")
+    page.wait_for_function("document.querySelectorAll('#history tbody tr').length === 3")
+
+    # low confidence (below 90%) is marked on the card and in the history, and only there
+    cards = page.locator("#results .result")
+    low = []
+    for i in range(3):
+        confidence = float(cards.nth(i).locator(".confidence").text_content().rstrip("%")) / 100
+        marked = "low" in cards.nth(i).get_attribute("class").split()
+        assert marked == (confidence < 0.9), (i, confidence)
+        low.append(marked)
+    assert low[2], "random noise should not be read with confidence"
+    rows = page.locator("#history tbody tr")
+    assert ["low" in (rows.nth(i).get_attribute("class") or "") for i in range(3)] == low
+    page.check("#review-only")
+    assert rows.count() == sum(low)
+    page.uncheck("#review-only")
+
+    # correct the first result in place: Enter saves it, the history keeps it across a reload
+    field = cards.nth(0).locator(".label-input")
+    field.fill("  Ab 12 ")
+    field.press("Enter")
+    assert cards.nth(0).locator(".label-input").input_value() == "Ab12"
+    assert "low" not in cards.nth(0).get_attribute("class").split()
+    page.reload()
+    page.wait_for_selector("#history tbody tr >> nth=2")
+    first_row = rows.nth(0)
+    assert first_row.locator(".filename").text_content() == ruoyi.name
+    assert first_row.locator(".label-input").input_value() == "Ab12"
+    assert first_row.locator(".corrected-badge").count() == 1
+
+    # export: the unchecked noise result is left out, and once checked (Enter in the history) it is in
+    labels = zipped_labels(export_zip(page, tmp_path, "first.zip"))
+    assert len(labels) == 3 - sum(low[1:])
+    assert list(labels.values())[0] == "Ab12"
+    assert "Left out" in page.locator("#history-note").text_content()
+    rows.nth(2).locator(".label-input").fill("noise")
+    rows.nth(2).locator(".label-input").press("Enter")
+    if low[1]:
+        rows.nth(1).locator(".label-input").press("Enter")  # unchanged: confirms it
+    archive = export_zip(page, tmp_path, "second.zip")
+    labels = zipped_labels(archive)
+    values = list(labels.values())
+    assert len(values) == 3 and values[0] == "Ab12" and values[2] == "noise"
+
+    # the zip is a folder make finetune reads as it is, with the original image bytes
+    samples, report = read_folder(unpack_zip(archive, tmp_path / "unzipped"))
+    assert [s.label for s in samples] == list(labels.values()) and not report.bad_lines
+    assert samples[0].path.read_bytes() == ruoyi.read_bytes()
+    assert errors == []

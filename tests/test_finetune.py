@@ -1,10 +1,14 @@
 """tools/finetune.py and models/finetune.py: every bad input refused before anything is written, the plan, the
-pseudo-label threshold, and one small end-to-end run whose model the API serves."""
+pseudo-label threshold, zipped sets, and one small end-to-end run with self-training whose model the API serves."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 from PIL import Image
@@ -15,8 +19,10 @@ from models.finetune import (
     FinetuneError,
     check_name,
     confidence_threshold,
+    fit_budget,
     plan_for,
     read_labelled,
+    unpack_zip,
 )
 from tools.tiny_dataset import make_dataset
 
@@ -83,6 +89,40 @@ def test_the_plan_holds_out_validation_and_scales_with_the_data(tmp_path):
     assert plan_for(samples * 50).epochs < plan.epochs
 
 
+def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
+    plan = plan_for(read_labelled(make_dataset(tmp_path / "d", 100, seed=5), 20))
+    fast = fit_budget(plan, images_per_s=1000, minutes=15, rounds=0)
+    assert fast.first_epochs == plan.epochs and fast.round_steps == 0  # the data's plan fits: nothing cut
+    slow = fit_budget(plan, images_per_s=1, minutes=15, rounds=0)
+    assert slow.first_epochs == int(15 * 60 * 0.8 * 0.7 / 85) < plan.epochs
+    assert fit_budget(plan, images_per_s=0.01, minutes=1, rounds=0).first_epochs == 2  # never below 2 epochs
+    shared = fit_budget(plan, images_per_s=1, minutes=15, rounds=3)
+    assert shared.first_epochs < slow.first_epochs
+    steps = 15 * 60 * 0.8 * 0.7
+    assert shared.first_epochs * 85 + 3 * shared.round_steps <= steps  # the rounds fit in what is left
+
+
+def test_freeze_keeps_the_first_convolutions_fixed():
+    import torch
+
+    from models.training import freeze_first_convs
+    from models.vanilla_crnn import VanillaCRNN
+
+    model = VanillaCRNN(num_classes=12, channels=(8, 8, 8, 8, 8, 8, 8), hidden=8)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen = freeze_first_convs(model, 2)
+    fixed = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert fixed == ["cnn.0.0.weight", "cnn.0.1.weight", "cnn.0.1.bias", "cnn.2.0.weight", "cnn.2.1.weight",
+                     "cnn.2.1.bias"]  # fmt: skip
+    assert frozen == sum(model.get_parameter(n).numel() for n in fixed)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.randn(2, 1, 32, 128)).sum().backward()
+    optimizer.step()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in fixed)
+    assert not torch.equal(before["cnn.4.0.weight"], after["cnn.4.0.weight"])
+
+
 def test_the_threshold_keeps_pseudo_labels_at_least_99_percent_right():
     confidences = [0.99] * 99 + [0.98] + [0.5] * 10
     correct = [True] * 99 + [True] + [False] * 10
@@ -99,3 +139,74 @@ def test_cli_refuses_a_name_that_exists_and_writes_nothing(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "already exists" in out.stderr
     assert not list((ROOT / "checkpoints").glob(".*partial"))
+
+
+def test_a_zipped_set_is_unpacked_and_a_zip_slip_is_refused(tmp_path):
+    data = make_dataset(tmp_path / "d", 24, seed=7)
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(data.rglob("*")):
+            if path.is_file():
+                z.write(path, f"mysite/{path.relative_to(data)}")
+    folder = unpack_zip(archive, tmp_path / "out")
+    assert folder == tmp_path / "out" / "mysite"
+    assert len(read_labelled(folder, 20)) == 24
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../outside.txt", "x")
+    with pytest.raises(FinetuneError, match="outside"):
+        unpack_zip(evil, tmp_path / "evil")
+    assert not (tmp_path / "outside.txt").exists()
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(FinetuneError, match="not a readable zip"):
+        unpack_zip(broken, tmp_path / "broken")
+
+
+@pytest.mark.slow
+def test_finetune_with_self_training_end_to_end_and_served_by_the_api(tmp_path):
+    """A zipped labelled set and an unlabelled folder -> checkpoints/<name>/ with a card, served under its name."""
+    from fastapi.testclient import TestClient
+
+    from server_fastapi import Settings, create_app
+
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "vanilla_crnn").symlink_to(ROOT / "checkpoints" / "vanilla_crnn")  # the base, read only
+    labelled = make_dataset(tmp_path / "labelled", 60, seed=11, gif_every=0)
+    archive = tmp_path / "labelled.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(labelled.rglob("*")):
+            if path.is_file() and path.name != "meta.tsv":
+                z.write(path, path.relative_to(labelled))
+    unlabelled = make_dataset(tmp_path / "unlabelled", 120, seed=12, gif_every=0) / "images"
+    name = f"pytest-{tmp_path.name}"[:60]
+    env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints)}
+    try:
+        out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(archive), "--name", name,
+                              "--unlabelled", str(unlabelled)],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    finally:
+        shutil.rmtree(ROOT / "runs" / "finetune" / name, ignore_errors=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "training images/s here, so within 15 minutes" in out.stdout  # the estimate before it starts
+    target = checkpoints / name
+    assert {"model.onnx", "model_int8.onnx", "best.pt", "README.md", "finetune.json"} <= {
+        p.name for p in target.iterdir()
+    }
+    result = json.loads((target / "finetune.json").read_text(encoding="utf-8"))
+    assert result["rounds"][0].startswith("Fine-tuned on")
+    assert len(result["rounds"]) >= 2 and result["rounds"][1].startswith("Self-training round 1")
+    card = (target / "README.md").read_text(encoding="utf-8")
+    assert "validation" in card.lower() and "python tools/finetune.py" in card
+    assert not list(checkpoints.glob(".*partial"))
+    assert (ROOT / "checkpoints" / "vanilla_crnn").is_dir() and not (ROOT / "checkpoints" / name).exists()
+
+    with TestClient(create_app(Settings(checkpoints=checkpoints, threads=1))) as client:
+        assert name in [m["name"] for m in client.get("/models").json()]
+        image = labelled / "images" / sorted(p.name for p in (labelled / "images").iterdir())[0]
+        reply = client.post("/predict", files={"files": (image.name, image.read_bytes(), "image/png")},
+                            data={"model": name})  # fmt: skip
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert (body.get("model") or body["results"][0].get("model")) == name

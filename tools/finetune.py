@@ -29,13 +29,16 @@ from models.checkpoint import LoadedModel, load_model
 from models.dataset import Sample
 from models.engine import load_engine
 from models.finetune import (
+    Budget,
     FinetuneError,
     Plan,
     check_name,
     confidence_threshold,
+    fit_budget,
     plan_for,
     read_labelled,
     unlabelled_images,
+    unpack_zip,
 )
 from models.paths import CHECKPOINTS, ROOT
 from models.preprocess import batches, prepare_batch
@@ -43,6 +46,8 @@ from models.report import group_table
 from tools.evaluate import score_samples
 
 MAX_ROUNDS = 3  # self-training rounds after the first fine-tune
+MINUTES = 15.0  # default time budget of a whole run, self-training included
+FREEZE = 0  # convolutions of the base kept fixed (train.py --freeze)
 
 
 def resolve_base(base: str) -> Path:
@@ -72,13 +77,13 @@ def exact_match(model: Path, samples: list[Sample]) -> dict:
     return group_table(rows)[0]
 
 
-def measure_speed(base: LoadedModel, samples: list[Sample], amp: str) -> float:
+def measure_speed(base: LoadedModel, samples: list[Sample], amp: str, freeze: int) -> float:
     """Training images per second of the base model on one batch of the data (for the time estimate); the
     weights do not move (lr 0) and the labels only need to be encodable."""
     import torch
 
     from models.codec import encode_batch
-    from models.training import train_step
+    from models.training import freeze_first_convs, train_step
 
     charset = Charset(base.meta.charset)
     chosen = samples[:32]
@@ -86,6 +91,7 @@ def measure_speed(base: LoadedModel, samples: list[Sample], amp: str) -> float:
     labels = [s.label if not charset.unknown(s.label) else charset.symbols[0] for s in chosen]
     targets, lengths = encode_batch(labels, charset)
     model = base.model.train()
+    freeze_first_convs(model, freeze)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     for step in range(4):  # the first step warms up and is not timed
@@ -94,6 +100,12 @@ def measure_speed(base: LoadedModel, samples: list[Sample], amp: str) -> float:
         train_step(model, images, torch.from_numpy(targets), torch.from_numpy(lengths), optimizer, scaler,
                    amp=amp, clip=5.0)  # fmt: skip
     return 3 * len(labels) / max(1e-6, time.perf_counter() - started)
+
+
+def round_epochs(n_train: int, budget: Budget, first_round_epochs: int) -> int:
+    """Epochs of a self-training round over labels and pseudo-labels: the round's image-steps of the budget, at
+    least 1 and at most half the first round's."""
+    return int(min(max(4, first_round_epochs // 2), max(1, budget.round_steps // max(1, n_train))))
 
 
 def train_round(cfg_values: dict, out: Path) -> Path:
@@ -178,34 +190,46 @@ def model_card(name: str, base: Path, plan: Plan, result: dict, started: float, 
     return "\n".join(lines)
 
 
-def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: int, command: str) -> Path:
+def finetune(
+    data: Path,
+    name: str,
+    unlabelled: Path | None,
+    base: str,
+    seed: int,
+    command: str,
+    minutes: float = MINUTES,
+    freeze: int = FREEZE,
+) -> Path:
     started = time.time()
     target = check_name(name, CHECKPOINTS)
     base_pt = resolve_base(base)
     base_model = load_model(base_pt)
+    work = ROOT / "runs" / "finetune" / name
+    shutil.rmtree(work, ignore_errors=True)
+    if data.suffix.lower() == ".zip" and data.is_file():
+        data = unpack_zip(data, work / "data")
     samples = read_labelled(data, max_label_len=20)
     images = unlabelled_images(unlabelled) if unlabelled else []
     plan = plan_for(samples, seed)
-    work = ROOT / "runs" / "finetune" / name
-    shutil.rmtree(work, ignore_errors=True)
     val_dir = write_split(work / "val", plan.validation)
     from models.training import cpu_runs_bf16
 
     amp = "bf16" if cpu_runs_bf16() else "off"
-    speed = measure_speed(base_model, plan.train, amp)
-    estimate = plan.epochs * len(plan.train) / speed / 60
+    speed = measure_speed(base_model, plan.train, amp, freeze)
+    budget = fit_budget(plan, speed, minutes, MAX_ROUNDS if images else 0)
     print(f"{name}: {plan.describe()}")
-    print(f"{name}: about {speed:.0f} training images/s here: at most {estimate:.1f} minutes per round "
-          f"(earlier when validation stops improving){f', up to {MAX_ROUNDS} more with self-training' if images else ''}")  # fmt: skip
+    print(f"{name}: about {speed:.0f} training images/s here, so within {minutes:g} minutes: "
+          f"{budget.describe(MAX_ROUNDS if images else 0)} (earlier when validation stops improving)")  # fmt: skip
     base_validation = exact_match(base_pt.parent if (base_pt.parent / "model.onnx").is_file() else base_pt,
                                   plan.validation)  # fmt: skip
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
-                  validation_root=str(val_dir), test_root="", epochs=plan.epochs, lr=plan.lr, aug=plan.aug,
-                  patience=plan.patience, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
+                  validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
+                  patience=plan.patience, freeze=freeze, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
                   init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
+    seconds = [round(time.time() - started, 1)]  # elapsed at the end of each round
     rounds = [f"Fine-tuned on {len(plan.train)} labelled images: validation exact match {best['em']:.1%}."]
     for k in range(1, MAX_ROUNDS + 1) if images else ():
         threshold, precision = choose_threshold(best_dir, plan.validation)
@@ -217,8 +241,10 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
               f"{threshold:.3f}, {precision:.1%} right on the validation slice)")  # fmt: skip
         train_dir = write_split(work / f"train{k}", plan.train + pseudo)
         candidate = train_round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
-                                 "epochs": max(4, plan.epochs // 2)}, work / f"round{k}")  # fmt: skip
+                                 "epochs": round_epochs(len(plan.train) + len(pseudo), budget, plan.epochs)},
+                                work / f"round{k}")  # fmt: skip
         score = exact_match(candidate, plan.validation)
+        seconds.append(round(time.time() - started, 1))
         rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
                       f"(confidence >= {threshold:.3f}; {precision:.1%} right at that threshold on the validation "
                       f"slice); validation exact match {score['em']:.1%}.")  # fmt: skip
@@ -232,7 +258,7 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
     for file in ("best.pt", "model.onnx", "metrics.csv", "curves.png", "config.json"):
         if (best_dir / file).is_file():
             shutil.copyfile(best_dir / file, staging / file)
-    result = {"validation": best, "base_validation": base_validation, "rounds": rounds,
+    result = {"validation": best, "base_validation": base_validation, "rounds": rounds, "seconds": seconds,
               "int8": quantize_into(best_dir, plan.train, staging / "model_int8.onnx")}  # fmt: skip
     (staging / "README.md").write_text(model_card(name, base_pt, plan, result, started, command), encoding="utf-8")
     (staging / "finetune.json").write_text(json.dumps(result, indent=2, default=str),
@@ -245,15 +271,26 @@ def finetune(data: Path, name: str, unlabelled: Path | None, base: str, seed: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, type=Path, help="labelled folder (labels.txt, labels.tsv or names)")
+    parser.add_argument(
+        "--data", required=True, type=Path, help="labelled folder (labels.txt, labels.tsv or names), or a zip of one"
+    )
     parser.add_argument("--name", required=True, help="the new model's name: checkpoints/<name>/")
     parser.add_argument("--unlabelled", type=Path, help="folder of unlabelled images of the same captcha")
     parser.add_argument("--base", default="vanilla_crnn", help="model to start from (read only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--freeze", type=int, default=FREEZE, help="keep the base's first N convolutions fixed (default %(default)s)"
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=MINUTES,
+        help="time budget of the whole run, self-training included (default %(default)s)",
+    )
     args = parser.parse_args(argv)
     command = "python tools/finetune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        finetune(args.data, args.name, args.unlabelled, args.base, args.seed, command)
+        finetune(args.data, args.name, args.unlabelled, args.base, args.seed, command, args.minutes, args.freeze)
     except FinetuneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,232 @@
+"""How many labels `make finetune` needs: accuracy against labels, with and without unlabelled images.
+
+    python bench/label_efficiency.py make                       # pools of labelled and unlabelled captchas
+    python bench/label_efficiency.py run --labels 200 500       # fine-tune, score, add the cells to the results
+    python bench/label_efficiency.py render                     # table into docs/finetune.md, plot into assets/
+
+The two development zero-shot libraries of bench/zero_shot.py (python ``captcha`` ImageCaptcha and
+``wheezy.captcha``, their default settings) stand in for "your site's captcha". They are never training data for
+the shipped models; here they only measure the fine-tuning workflow, and the models made here are thrown away.
+
+- Pools (``make``): per library 3,000 labelled images (seed 101) and 5,000 unlabelled ones (seed 202, their labels
+  never read), drawn by bench/zero_shot.py's code. The test set is the zero-shot set itself (500 images, seed 7):
+  no image is in two of them.
+- A cell (``run``): the first N labelled images of the pool go to ``tools/finetune.py`` exactly as a user would
+  run it (base ``vanilla_crnn``, its own validation slice, plan and early stop), with ``--unlabelled`` the pool of
+  5,000. The model after the first round is the "labels only" result (the same run as without ``--unlabelled``:
+  self-training starts after it); the model it writes is the "+ 5,000 unlabelled" result. Both are scored on the
+  500 test images: exact match, and ignoring case. Times are wall-clock on this machine, from the start of the
+  command to the end of the first round and to the end of the run. Models go to a scratch checkpoints folder.
+- Results go to ``docs/label_efficiency.json`` (one entry per library and N, with the machine); ``render`` writes
+  the table between the markers of docs/finetune.md and the plot ``assets/label_efficiency.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from models.paths import CHECKPOINTS, ROOT
+
+SETS = ("imagecaptcha", "wheezy")
+LABELS = (50, 100, 200, 500, 1000, 3000)
+POOL = ROOT / "dataset" / "label_efficiency"
+TEST = ROOT / "dataset" / "zero_shot"
+RESULTS = ROOT / "docs" / "label_efficiency.json"
+DOC = ROOT / "docs" / "finetune.md"
+PLOT = ROOT / "assets" / "label_efficiency.png"
+SCRATCH = ROOT / "runs" / "label_efficiency"
+BEGIN, END = "<!-- label-efficiency:begin -->", "<!-- label-efficiency:end -->"
+BASE = "vanilla_crnn"
+
+
+def make(args: argparse.Namespace) -> int:
+    from bench.zero_shot import make_set
+
+    for name in args.sets:
+        for part, n, seed in (("labelled", 3000, 101), ("unlabelled", 5000, 202), ("test", 500, 7)):
+            folder = (TEST if part == "test" else POOL / part) / name
+            if (folder / "labels.tsv").is_file() and len((folder / "labels.tsv").read_text().splitlines()) > n:
+                continue
+            done = make_set(name, folder.parent, n, seed)
+            print(f"{name} {part}: {n} images, {done['images_per_s']:.0f} images/s", file=sys.stderr)
+    return 0
+
+
+def subset(name: str, n: int, folder: Path) -> Path:
+    """The first ``n`` labelled images of the pool, as a labels.txt folder (absolute paths)."""
+    from models.charset import read_labels, write_labels
+
+    pool = POOL / "labelled" / name
+    rows = read_labels(pool / "labels.tsv").rows[:n]
+    if len(rows) < n:
+        raise SystemExit(f"error: the {name} pool has {len(rows)} labelled images, {n} asked (run make first)")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_labels(folder / "labels.txt", [(str((pool / r.filename).resolve()), r.label) for r in rows])
+    return folder
+
+
+def test_scores(model: Path, name: str) -> dict:
+    from models.engine import load_engine
+    from models.report import group_table
+    from tools.evaluate import score_folder
+
+    rows, errors = score_folder(load_engine(model), TEST / name)
+    if errors:
+        raise SystemExit(f"error: {len(errors)} unreadable test images, e.g. {errors[0]}")
+    table = group_table(rows, keys=())[0]
+    return {"n": table["n"], "em": table["em"], "em_nocase": table["em_nocase"]}
+
+
+def run_cell(name: str, n: int) -> dict:
+    cell = SCRATCH / f"{name}-{n}"
+    shutil.rmtree(cell, ignore_errors=True)
+    checkpoints = cell / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / BASE).symlink_to(CHECKPOINTS / BASE)  # read only
+    data = subset(name, n, cell / "data")
+    model_name = f"le-{name}-{n}"
+    command = [sys.executable, "tools/finetune.py", "--data", str(data), "--name", model_name,
+               "--unlabelled", str(POOL / "unlabelled" / name), "--base", BASE]  # fmt: skip
+    started = time.time()
+    log = cell / "finetune.log"
+    with log.open("w", encoding="utf-8") as out:
+        done = subprocess.run(command, cwd=ROOT, env={**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints)},
+                              stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"error: {name} {n}: tools/finetune.py exited {done.returncode}; see {log}")
+    wall = time.time() - started
+    model = checkpoints / model_name
+    result = json.loads((model / "finetune.json").read_text(encoding="utf-8"))
+    first = ROOT / "runs" / "finetune" / model_name / "round0"
+    first = next(p for p in first.iterdir() if (p / "model.onnx").is_file())
+    return {
+        "labels": n,
+        "validation_slice": result["validation"]["n"],
+        "labels_only": {**test_scores(first, name), "minutes": result["seconds"][0] / 60},
+        "with_unlabelled": {
+            **test_scores(model, name),
+            "minutes": wall / 60,
+            "unlabelled": 5000,
+            "rounds": result["rounds"][1:],
+        },  # fmt: skip
+        "base_on_test": test_scores(CHECKPOINTS / BASE, name) if n == min(LABELS) else None,
+    }
+
+
+def load_results() -> dict:
+    if RESULTS.is_file():
+        return json.loads(RESULTS.read_text(encoding="utf-8"))
+    return {"command": "python bench/label_efficiency.py run", "base": BASE, "cells": {}}
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench import results as results_file
+
+    data = load_results()
+    for n in args.labels:
+        for name in args.sets:
+            key = f"{name}/{n}"
+            if key in data["cells"] and not args.force:
+                print(f"{key}: done already (--force to run it again)", file=sys.stderr)
+                continue
+            print(f"{key}: fine-tuning ...", file=sys.stderr)
+            cell = run_cell(name, n)
+            cell["machine"] = results_file.machine()
+            data["cells"][key] = cell
+            RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            a, b = cell["labels_only"], cell["with_unlabelled"]
+            print(f"{key}: labels only {a['em_nocase']:.1%} ignoring case ({a['minutes']:.1f} min); "
+                  f"+ unlabelled {b['em_nocase']:.1%} ({b['minutes']:.1f} min)", file=sys.stderr)  # fmt: skip
+    return render(args)
+
+
+def table(data: dict) -> str:
+    from models.report import md_table, percent
+
+    rows = []
+    for name in SETS:
+        for n in LABELS:
+            cell = data["cells"].get(f"{name}/{n}")
+            if not cell:
+                rows.append([name, n, *["not run"] * 6])
+                continue
+            a, b = cell["labels_only"], cell["with_unlabelled"]
+            rows.append([name, n, percent(a["em_nocase"], 1), percent(a["em"], 1), f"{a['minutes']:.1f}",
+                         percent(b["em_nocase"], 1), percent(b["em"], 1), f"{b['minutes']:.1f}"])  # fmt: skip
+    headers = ["library", "labels", "labels only: EM no case", "EM", "minutes",
+               "+ 5,000 unlabelled: EM no case", "EM", "minutes"]  # fmt: skip
+    return md_table(headers, rows, [False] + [True] * 7)
+
+
+def plot(data: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SETS), figsize=(10, 3.6), sharey=True)
+    for ax, name in zip(axes, SETS, strict=True):
+        for part, style, label in (("labels_only", "o--", "labels only"),
+                                   ("with_unlabelled", "s-", "+ 5,000 unlabelled")):  # fmt: skip
+            points = [(n, data["cells"][f"{name}/{n}"][part]["em_nocase"] * 100) for n in LABELS
+                      if f"{name}/{n}" in data["cells"]]  # fmt: skip
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=label)
+        ax.set_xscale("log")
+        ax.set_xticks(LABELS, [str(n) for n in LABELS])
+        ax.set_title(name)
+        ax.set_xlabel("labelled images")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("exact match ignoring case (%)")
+    axes[0].legend(loc="lower right")
+    fig.suptitle("make finetune from vanilla_crnn: 500 test images per library")
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
+
+
+def render(args: argparse.Namespace) -> int:
+    data = load_results()
+    if not data["cells"]:
+        print("error: no results yet (python bench/label_efficiency.py run)", file=sys.stderr)
+        return 2
+    machines = {json.dumps(c["machine"].get("cpu")) for c in data["cells"].values()}
+    some = next(iter(data["cells"].values()))["machine"]
+    note = (f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}"
+            + ("; cells come from more than one machine" if len(machines) > 1 else "") + ".")  # fmt: skip
+    block = f"{BEGIN}\n{table(data)}\n\n{note}\n{END}"
+    text = DOC.read_text(encoding="utf-8")
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOC.write_text(text, encoding="utf-8")
+    plot(data)
+    print(block)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    maker = commands.add_parser("make", help="draw the labelled, unlabelled and test pools")
+    runner = commands.add_parser("run", help="fine-tune and score the cells not done yet")
+    runner.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
+    runner.add_argument("--force", action="store_true", help="run cells again that are done")
+    commands.add_parser("render", help="write the table into docs/finetune.md and the plot")
+    for sub in (maker, runner):
+        sub.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
+    args = parser.parse_args(argv)
+    return {"make": make, "run": run, "render": render}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
