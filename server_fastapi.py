@@ -5,7 +5,9 @@
     python server_fastapi.py --port 8000 --workers 2                    # the same through uvicorn.run
 
 Every model folder in ``checkpoints/`` holding a ``model.onnx`` is loaded once, at start-up (the lifespan), and
-warmed up. Requests run the model in a thread pool, so the event loop keeps serving while images are read.
+warmed up. Requests decode their images in a thread pool, so the event loop keeps serving while images are read,
+and the network runs on the images of concurrent requests together (micro-batching: ``CAPTCHA_BATCH_MAX`` images,
+waiting at most ``CAPTCHA_BATCH_WAIT_MS`` for them; service/batcher.py).
 
 Endpoints (OpenAPI docs at ``/docs``):
 
@@ -45,7 +47,7 @@ from models.engine import Engine
 from service.engines import Engines, check_allowed, check_count
 from service.errors import ApiError, install_error_handlers
 from service.middleware import add_middleware
-from service.recognize import Item, decode_base64, recognize
+from service.recognize import Item, decode_base64, prepare
 from service.schemas import (
     ALLOWED_HELP,
     MODEL_HELP,
@@ -78,10 +80,15 @@ router = APIRouter()
 
 async def read_batch(engines: Engines, engine: Engine, items: list[Item], allowed: str | None,
                      settings: Settings) -> PredictResponse | JSONResponse:  # fmt: skip
-    """Recognize in the worker pool. When no file could be read, the request fails with the first file's status."""
+    """Decode in the worker pool, run the network in a batch shared with concurrent requests (service/batcher.py),
+    decode the text here. When no file could be read, the request fails with the first file's status."""
     start = time.perf_counter()
     loop = asyncio.get_running_loop()
-    results, statuses = await loop.run_in_executor(engines.executor, recognize, engine, items, allowed, settings)
+    prepared = await loop.run_in_executor(engines.executor, prepare, engine, items, settings)
+    predictions = []
+    if prepared.batch.kept:
+        predictions = engine.decode(await engines.batchers[engine.name].logits(prepared.batch.inputs), allowed)
+    results, statuses = prepared.results(engine, predictions)
     body = {"model": engine.name, "arch": engine.name, "count": len(results), "results": results,
             "ms": round((time.perf_counter() - start) * 1000, 2)}  # fmt: skip
     if results and len(statuses) == len(results):

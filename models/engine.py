@@ -55,9 +55,12 @@ class Engine:
         """Predict preprocessed inputs ``float32 (N, C, H, W)``."""
         if len(batch) == 0:
             return []
-        decoded = greedy_decode(
-            self.logits(np.ascontiguousarray(batch, dtype=np.float32)), self.charset, allowed, self.case_prior
-        )
+        return self.decode(self.logits(np.ascontiguousarray(batch, dtype=np.float32)), allowed)
+
+    def decode(self, logits: np.ndarray, allowed: str | None = None) -> list[Prediction]:
+        """Text, answer and confidences from the network's ``logits (N, T, classes)``; each row on its own, so rows
+        of one batch decode as they would alone (the service batches requests with different ``allowed``)."""
+        decoded = greedy_decode(logits, self.charset, allowed, self.case_prior)
         return [Prediction(d.text, solve(d.text), d.confidence, d.char_confidences) for d in decoded]
 
     def predict(self, sources: Sequence[ImageSource], allowed: str | None = None) -> list[Prediction]:

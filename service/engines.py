@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from models.codec import CHARSET_PRESETS, resolve_allowed
 from models.engine import Engine, default_model_name, discover_models, load_engine
+from service.batcher import MicroBatcher
 from service.errors import ApiError
 from service.settings import MAX_ALLOWED_CHARS, Settings
 
@@ -24,6 +25,7 @@ class Engines:
     failed: dict[str, str] = field(default_factory=dict)
     default: str | None = None
     executor: ThreadPoolExecutor | None = None
+    batchers: dict[str, MicroBatcher] = field(default_factory=dict)
 
     @classmethod
     def load(cls, settings: Settings) -> Engines:
@@ -41,6 +43,8 @@ class Engines:
         default = default_model_name(settings.checkpoints)
         engines.default = default if default in engines.loaded else next(iter(engines.loaded), None)
         engines.executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="recognize")
+        engines.batchers = {name: MicroBatcher(engine, engines.executor, settings.batch_max, settings.batch_wait_ms)
+                            for name, engine in engines.loaded.items()}  # fmt: skip
         log.info("models loaded: %s (default %s)", ", ".join(engines.loaded) or "none", engines.default)
         return engines
 

@@ -6,9 +6,10 @@ import base64
 import binascii
 import re
 import time
+from dataclasses import dataclass
 
-from models.engine import Engine
-from models.preprocess import prepare_batch
+from models.engine import Engine, Prediction
+from models.preprocess import Batch, prepare_batch
 from service.errors import ApiError
 from service.schemas import FailedResult, ReadResult
 from service.settings import Settings
@@ -16,37 +17,59 @@ from service.settings import Settings
 Item = tuple[str, bytes | ApiError]  # (filename, its bytes, or why it was refused before decoding)
 
 
-def recognize(
-    engine: Engine, items: list[Item], allowed: str | None, settings: Settings
-) -> tuple[list[ReadResult | FailedResult], list[int]]:
-    """Decode, preprocess and predict the readable images as one batch. Returns one result per item, in order, and
-    the status of each failed one in the same order (413 for a refused size, 400 for an unreadable image)."""
-    results: list[ReadResult | FailedResult | None] = [None] * len(items)
-    statuses: dict[int, int] = {}
+@dataclass
+class Prepared:
+    """A request's images after decoding: the network inputs of the readable ones, and a result for every other
+    one already (with its HTTP status)."""
+
+    items: list[Item]
+    batch: Batch
+    readable: list[int]  # item index of each image given to prepare_batch
+    failed: dict[int, tuple[FailedResult, int]]
+    started: float
+
+    def results(self, engine: Engine, predictions: list[Prediction]) -> tuple[list[ReadResult | FailedResult], list[int]]:
+        """One result per item, in order, and the status of each failed one in the same order."""
+        results: list[ReadResult | FailedResult | None] = [None] * len(self.items)
+        for index, (failed, _) in self.failed.items():
+            results[index] = failed
+        share_ms = (time.perf_counter() - self.started) * 1000 / max(1, len(self.batch.kept))
+        for position, (width, height), p in zip(self.batch.kept, self.batch.sizes, predictions, strict=True):
+            index = self.readable[position]
+            results[index] = ReadResult(
+                filename=self.items[index][0], text=p.text, answer=p.answer, confidence=round(p.confidence, 6),
+                char_confidences=[round(c, 6) for c in p.char_confidences], model=engine.name, arch=engine.name,
+                width=width, height=height, ms=round(share_ms, 2),
+            )  # fmt: skip
+        return results, [self.failed[index][1] for index in sorted(self.failed)]
+
+
+def prepare(engine: Engine, items: list[Item], settings: Settings) -> Prepared:
+    """Decode and preprocess a request's images (in a worker thread); unreadable ones get their result here."""
+    started = time.perf_counter()
+    failed: dict[int, tuple[FailedResult, int]] = {}
     readable = []
     for index, (filename, data) in enumerate(items):
         if isinstance(data, ApiError):
-            results[index] = FailedResult(filename=filename, error=data.error, detail=data.detail)
-            statuses[index] = data.status
+            failed[index] = (FailedResult(filename=filename, error=data.error, detail=data.detail), data.status)
         else:
             readable.append(index)
-    start = time.perf_counter()
     batch = prepare_batch([items[i][1] for i in readable], engine.spec,
                           max_frames=settings.max_frames, max_pixels=settings.max_pixels)  # fmt: skip
     for position, error in batch.failures:
         index = readable[position]
-        results[index] = FailedResult(filename=items[index][0], error=error.kind, detail=str(error))
-        statuses[index] = 400
-    predictions = engine.predict_arrays(batch.inputs, allowed)
-    share_ms = (time.perf_counter() - start) * 1000 / max(1, len(batch.kept))
-    for position, (width, height), p in zip(batch.kept, batch.sizes, predictions, strict=True):
-        index = readable[position]
-        results[index] = ReadResult(
-            filename=items[index][0], text=p.text, answer=p.answer, confidence=round(p.confidence, 6),
-            char_confidences=[round(c, 6) for c in p.char_confidences], model=engine.name, arch=engine.name,
-            width=width, height=height, ms=round(share_ms, 2),
-        )  # fmt: skip
-    return results, [statuses[index] for index in sorted(statuses)]
+        failed[index] = (FailedResult(filename=items[index][0], error=error.kind, detail=str(error)), 400)
+    return Prepared(items, batch, readable, failed, started)
+
+
+def recognize(
+    engine: Engine, items: list[Item], allowed: str | None, settings: Settings
+) -> tuple[list[ReadResult | FailedResult], list[int]]:
+    """Decode, preprocess and predict the readable images as one batch, without batching across requests. Returns
+    one result per item, in order, and the status of each failed one in the same order (413 for a refused size,
+    400 for an unreadable image)."""
+    prepared = prepare(engine, items, settings)
+    return prepared.results(engine, engine.predict_arrays(prepared.batch.inputs, allowed))
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes | ApiError:

@@ -25,6 +25,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
 @dataclass
 class Settings:
     """Service settings; :meth:`from_env` reads the ``CAPTCHA_*`` environment variables named in the comments."""
@@ -37,6 +42,8 @@ class Settings:
     max_frames: int = 64  # CAPTCHA_MAX_FRAMES: frames of an animated image
     threads: int = 1  # CAPTCHA_THREADS: onnxruntime intra-op threads per model (0 = all cores)
     inference_workers: int = 2  # CAPTCHA_INFERENCE_WORKERS: requests read in parallel per process
+    batch_max: int = 32  # CAPTCHA_BATCH_MAX: images of concurrent requests run in one network call (1 = no batching)
+    batch_wait_ms: float = 2.0  # CAPTCHA_BATCH_WAIT_MS: the longest a request waits for others (0 = no batching)
     cors_origins: list[str] = field(default_factory=list)  # CAPTCHA_CORS_ORIGINS: comma-separated; empty = no CORS
     cors_credentials: bool = False  # CAPTCHA_CORS_CREDENTIALS=1: allow cookies; refused with a "*" origin
 
@@ -53,11 +60,16 @@ class Settings:
             max_frames=_env_int("CAPTCHA_MAX_FRAMES", defaults.max_frames),
             threads=_env_int("CAPTCHA_THREADS", defaults.threads),
             inference_workers=_env_int("CAPTCHA_INFERENCE_WORKERS", defaults.inference_workers),
+            batch_max=_env_int("CAPTCHA_BATCH_MAX", defaults.batch_max),
+            batch_wait_ms=_env_float("CAPTCHA_BATCH_WAIT_MS", defaults.batch_wait_ms),
             cors_origins=origins,
             cors_credentials=os.environ.get("CAPTCHA_CORS_CREDENTIALS", "").strip().lower() in ("1", "true", "yes"),
         )
 
     def __post_init__(self) -> None:
+        if self.batch_max < 1 or not 0 <= self.batch_wait_ms <= 100:
+            raise ValueError(f"CAPTCHA_BATCH_MAX must be >= 1 and CAPTCHA_BATCH_WAIT_MS 0-100, got {self.batch_max} "
+                             f"and {self.batch_wait_ms}")  # fmt: skip
         if self.cors_credentials and "*" in self.cors_origins:
             # Browsers refuse this pair anyway; allowing it would mean reflecting any origin with cookies.
             raise ValueError("CORS: a '*' origin cannot be combined with credentials; list the origins instead")
