@@ -28,7 +28,9 @@ class Prepared:
     failed: dict[int, tuple[FailedResult, int]]
     started: float
 
-    def results(self, engine: Engine, predictions: list[Prediction]) -> tuple[list[ReadResult | FailedResult], list[int]]:
+    def results(
+        self, engine: Engine, predictions: list[Prediction]
+    ) -> tuple[list[ReadResult | FailedResult], list[int]]:
         """One result per item, in order, and the status of each failed one in the same order."""
         results: list[ReadResult | FailedResult | None] = [None] * len(self.items)
         for index, (failed, _) in self.failed.items():
