@@ -44,10 +44,12 @@ $(VENV)/bin/python:
 	$(PYTHON_SYS) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# The repository itself is installed in editable mode (pyproject.toml), so `models` imports from anywhere.
+# The package (captcha_ocr, pyproject.toml) is installed editable, and the repository root goes on the venv's
+# import path through a .pth file, so `models`, `tools`, `bench`, `service` import from anywhere in the clone.
 $(VENV)/.stamp-serve: requirements.txt pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps -e .
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'captcha_ocr_repo.pth').write_text('$(CURDIR)\n')"
 	@touch $@
 
 $(VENV)/.stamp-train: requirements-train.txt $(VENV)/.stamp-serve

@@ -34,20 +34,20 @@ server_fastapi:app``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, FastAPI, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from models.engine import Engine
-from service.engines import Engines, check_allowed, check_count
+from service import compat
+from service.engines import Engines, EnginesDep, SettingsDep, check_allowed, check_count
 from service.errors import ApiError, install_error_handlers
 from service.middleware import add_middleware
-from service.recognize import Item, decode_base64, prepare
+from service.recognize import Item, decode_base64, read_items
 from service.schemas import (
     ALLOWED_HELP,
     MODEL_HELP,
@@ -64,17 +64,6 @@ from service.settings import KEEP_ALIVE_S, Settings
 __all__ = ["Settings", "app", "create_app"]
 
 
-# ---- what every route may ask for (tests can override them with app.dependency_overrides) ----
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
-
-
-def get_engines(request: Request) -> Engines:
-    return request.app.state.engines
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-EnginesDep = Annotated[Engines, Depends(get_engines)]
 router = APIRouter()
 
 
@@ -83,12 +72,9 @@ async def read_batch(engines: Engines, engine: Engine, items: list[Item], allowe
     """Decode in the worker pool, run the network in a batch shared with concurrent requests (service/batcher.py),
     decode the text here. When no file could be read, the request fails with the first file's status."""
     start = time.perf_counter()
-    loop = asyncio.get_running_loop()
-    prepared = await loop.run_in_executor(engines.executor, prepare, engine, items, settings)
-    predictions = []
-    if prepared.batch.kept:
-        predictions = engine.decode(await engines.batchers[engine.name].logits(prepared.batch.inputs), allowed)
-    results, statuses = prepared.results(engine, predictions)
+    prepared, logits = await read_items(engines, engine, items, settings)
+    predictions = engine.decode(logits, allowed) if logits is not None else []
+    results, statuses = prepared.results(engine, predictions, logits.shape[1] if logits is not None else 0)
     body = {"model": engine.name, "arch": engine.name, "count": len(results), "results": results,
             "ms": round((time.perf_counter() - start) * 1000, 2)}  # fmt: skip
     if results and len(statuses) == len(results):
@@ -105,7 +91,7 @@ async def health(engines: EnginesDep, settings: SettingsDep, response: Response)
     if not engines.loaded:
         response.status_code = 503
     return Health(status="ok" if engines.loaded else "no models", models=sorted(engines.loaded),
-                  default=engines.default, failed=engines.failed, limits=limits)  # fmt: skip
+                  default=engines.default, failed=engines.failed, limits=limits, timestamp=time.time())  # fmt: skip
 
 
 @router.get("/models", response_model=list[ModelInfo])
@@ -191,6 +177,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_middleware(app, app.state.settings)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(compat.router)
     return app
 
 

@@ -84,7 +84,7 @@ def test_scores(model: Path, name: str) -> dict:
     return {"n": table["n"], "em": table["em"], "em_nocase": table["em_nocase"]}
 
 
-def run_cell(name: str, n: int) -> dict:
+def run_cell(name: str, n: int, minutes: float) -> dict:
     cell = SCRATCH / f"{name}-{n}"
     shutil.rmtree(cell, ignore_errors=True)
     checkpoints = cell / "checkpoints"
@@ -93,7 +93,7 @@ def run_cell(name: str, n: int) -> dict:
     data = subset(name, n, cell / "data")
     model_name = f"le-{name}-{n}"
     command = [sys.executable, "tools/finetune.py", "--data", str(data), "--name", model_name,
-               "--unlabelled", str(POOL / "unlabelled" / name), "--base", BASE]  # fmt: skip
+               "--unlabelled", str(POOL / "unlabelled" / name), "--base", BASE, "--minutes", str(minutes)]  # fmt: skip
     started = time.time()
     log = cell / "finetune.log"
     with log.open("w", encoding="utf-8") as out:
@@ -108,6 +108,7 @@ def run_cell(name: str, n: int) -> dict:
     first = next(p for p in first.iterdir() if (p / "model.onnx").is_file())
     return {
         "labels": n,
+        "budget_minutes": minutes,
         "validation_slice": result["validation"]["n"],
         "labels_only": {**test_scores(first, name), "minutes": result["seconds"][0] / 60},
         "with_unlabelled": {
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{key}: done already (--force to run it again)", file=sys.stderr)
                 continue
             print(f"{key}: fine-tuning ...", file=sys.stderr)
-            cell = run_cell(name, n)
+            cell = run_cell(name, n, args.minutes)
             cell["machine"] = results_file.machine()
             data["cells"][key] = cell
             RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = commands.add_parser("run", help="fine-tune and score the cells not done yet")
     runner.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
     runner.add_argument("--force", action="store_true", help="run cells again that are done")
+    runner.add_argument("--minutes", type=float, default=15.0, help="time budget of each run (make finetune's --minutes)")
     commands.add_parser("render", help="write the table into docs/finetune.md and the plot")
     for sub in (maker, runner):
         sub.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.charset import Charset
-from models.meta import ModelMeta
-from models.preprocess import InputSpec
-from models.registry import build_model
+from .charset import Charset
+from .meta import ModelMeta
+from .preprocess import InputSpec
+from .registry import build_model
 
 _COMPILED_PREFIX = "_orig_mod."  # torch.compile wraps the module; strip it so any consumer can load the weights
 _DDP_PREFIX = "module."

@@ -27,7 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.charset import BLANK, Charset
+from .charset import BLANK, Charset
 
 CHARSET_PRESETS = {
     "digits": string.digits,

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from models.blocks import BidirectionalLSTM, WidthContract
+from .blocks import BidirectionalLSTM, WidthContract
 
 
 def make_stage(in_channels: int, out_channels: int, blocks: int, stride: tuple[int, int]) -> nn.Sequential:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from models.charset import Charset, LabelFile, labels_from_names, normalize_label, read_labels
-from models.preprocess import ImageError, InputSpec, load_image, normalize, to_canvas
-from models.report import answer_of
+from .charset import Charset, LabelFile, labels_from_names, normalize_label, read_labels
+from .preprocess import ImageError, InputSpec, load_image, normalize, to_canvas
+from .report import answer_of
 
 
 @dataclass

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.arith import solve
-from models.codec import CASE_PRIOR, greedy_decode
-from models.meta import ONNX_META_KEY, ModelMeta
-from models.preprocess import ImageSource, preprocess
+from .arith import solve
+from .codec import CASE_PRIOR, greedy_decode
+from .meta import ONNX_META_KEY, ModelMeta
+from .preprocess import ImageSource, preprocess
 
 BACKENDS = ("onnx", "torch")
 
@@ -142,7 +142,7 @@ class TorchEngine(Engine):
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         import torch
 
-        from models.checkpoint import load_model
+        from .checkpoint import load_model
 
         loaded = load_model(path, device)
         self.model, self.device, self._torch = loaded.model, device, torch

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from models.preprocess import InputSpec, batches, prepare_batch
-from models.report import Scored
+from .preprocess import InputSpec, batches, prepare_batch
+from .report import Scored
 
 Batches = Iterable[tuple[list[Any], np.ndarray]]
 Predict = Callable[[np.ndarray], Sequence[Any]]
@@ -39,7 +39,7 @@ def loader_batches(
     train.py evaluates with, so decoding runs beside the network."""
     from torch.utils.data import DataLoader
 
-    from models.dataset import CaptchaDataset, collate
+    from .dataset import CaptchaDataset, collate
 
     if not samples:
         return

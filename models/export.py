@@ -10,8 +10,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from models.checkpoint import LoadedModel, load_model
-from models.meta import set_onnx_meta
+from .checkpoint import LoadedModel, load_model
+from .meta import set_onnx_meta
 
 OPSET = 18
 

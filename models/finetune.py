@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.charset import IMAGE_SUFFIXES, normalize_label
-from models.dataset import Sample, image_dir_of, read_folder
-from models.preprocess import ImageError, load_image
+from .charset import IMAGE_SUFFIXES, normalize_label
+from .dataset import Sample, image_dir_of, read_folder
+from .preprocess import ImageError, load_image
 
 MIN_LABELS = 20  # below this the validation slice cannot tell a better epoch from a worse one
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from models.charset import Charset
-from models.preprocess import PREPROCESS_VERSION, InputSpec
+from .charset import Charset
+from .preprocess import PREPROCESS_VERSION, InputSpec
 
 META_FORMAT = 1  # version of this record's layout
 ONNX_META_KEY = "captcha_ocr"  # key of the JSON record in the ONNX file's metadata_props

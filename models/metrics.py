@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.arith import solve
+from .arith import solve
 
 
 def levenshtein(a: str, b: str) -> int:

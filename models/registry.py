@@ -17,9 +17,9 @@ from typing import Any
 
 # name -> (module, class, input channels by default)
 ARCHS: dict[str, tuple[str, str, int]] = {
-    "vanilla_crnn": ("models.vanilla_crnn", "VanillaCRNN", 1),
-    "crnn_resnet34": ("models.crnn_resnet34", "CRNNResNet34", 3),
-    "svtr_tiny": ("models.svtr_tiny", "SVTRTiny", 3),
+    "vanilla_crnn": (".vanilla_crnn", "VanillaCRNN", 1),
+    "crnn_resnet34": (".crnn_resnet34", "CRNNResNet34", 3),
+    "svtr_tiny": (".svtr_tiny", "SVTRTiny", 3),
 }
 ARCH_NAMES = tuple(ARCHS)
 
@@ -43,5 +43,5 @@ def default_arch_args(name: str, img_h: int, img_w: int) -> dict[str, Any]:
 def build_model(name: str, num_classes: int, in_channels: int | None = None, **arch_args: Any):
     """Instantiate recognizer ``name``: ``(B, C, H, W) -> logits (B, T, num_classes)``."""
     module, cls, channels = ARCHS[check_arch(name)]
-    model_cls = getattr(importlib.import_module(module), cls)
+    model_cls = getattr(importlib.import_module(module, __package__), cls)
     return model_cls(num_classes=num_classes, in_channels=in_channels or channels, **arch_args)

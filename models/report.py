@@ -6,8 +6,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from models.arith import solve
-from models.metrics import levenshtein, summarize
+from .arith import solve
+from .metrics import levenshtein, summarize
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.blocks import WidthContract
+from .blocks import WidthContract
 
 
 class PatchEmbedding(nn.Module):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.charset import BLANK
+from .charset import BLANK
 
 # Columns of metrics.csv, one row per epoch. ``select_*`` is the validation (model-selection) split; the names are
 # kept so that metrics files written before the rename still read the same.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.blocks import BidirectionalLSTM, WidthContract
+from .blocks import BidirectionalLSTM, WidthContract
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
 
 from models.codec import CHARSET_PRESETS, resolve_allowed
 from models.engine import Engine, default_model_name, discover_models, load_engine
@@ -83,3 +86,16 @@ def check_count(n: int, settings: Settings) -> None:
         raise ApiError(400, "no images", "send at least one image")
     if n > settings.max_files:
         raise ApiError(413, "too many files", f"{n} images; the limit is {settings.max_files} per request")
+
+
+# ---- what every route may ask for (tests can override them with app.dependency_overrides) ----
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engines(request: Request) -> Engines:
+    return request.app.state.engines
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EnginesDep = Annotated[Engines, Depends(get_engines)]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from models.engine import Engine, Prediction
 from models.preprocess import Batch, prepare_batch
+from service.engines import Engines
 from service.errors import ApiError
 from service.schemas import FailedResult, ReadResult
 from service.settings import Settings
@@ -29,7 +33,7 @@ class Prepared:
     started: float
 
     def results(
-        self, engine: Engine, predictions: list[Prediction]
+        self, engine: Engine, predictions: list[Prediction], frames: int
     ) -> tuple[list[ReadResult | FailedResult], list[int]]:
         """One result per item, in order, and the status of each failed one in the same order."""
         results: list[ReadResult | FailedResult | None] = [None] * len(self.items)
@@ -41,7 +45,7 @@ class Prepared:
             results[index] = ReadResult(
                 filename=self.items[index][0], text=p.text, answer=p.answer, confidence=round(p.confidence, 6),
                 char_confidences=[round(c, 6) for c in p.char_confidences], model=engine.name, arch=engine.name,
-                width=width, height=height, ms=round(share_ms, 2),
+                width=width, height=height, ms=round(share_ms, 2), pred=p.text, T=frames,
             )  # fmt: skip
         return results, [self.failed[index][1] for index in sorted(self.failed)]
 
@@ -71,7 +75,21 @@ def recognize(
     one result per item, in order, and the status of each failed one in the same order (413 for a refused size,
     400 for an unreadable image)."""
     prepared = prepare(engine, items, settings)
-    return prepared.results(engine, engine.predict_arrays(prepared.batch.inputs, allowed))
+    logits = engine.logits(prepared.batch.inputs) if prepared.batch.kept else None
+    predictions = engine.decode(logits, allowed) if logits is not None else []
+    return prepared.results(engine, predictions, logits.shape[1] if logits is not None else 0)
+
+
+async def read_items(
+    engines: Engines, engine: Engine, items: list[Item], settings: Settings
+) -> tuple[Prepared, np.ndarray | None]:
+    """Decode in the worker pool (a slow decode delays only this request), then run the network in a batch shared
+    with concurrent requests (service/batcher.py). Returns the prepared request and the logits of its readable
+    images (None when none is)."""
+    prepared = await asyncio.get_running_loop().run_in_executor(engines.executor, prepare, engine, items, settings)
+    if not prepared.batch.kept:
+        return prepared, None
+    return prepared, await engines.batchers[engine.name].logits(prepared.batch.inputs)
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes | ApiError:

@@ -26,6 +26,8 @@ class ReadResult(BaseModel):
     width: int = Field(description="width of the uploaded image in pixels")
     height: int = Field(description="height of the uploaded image in pixels")
     ms: float = Field(description="milliseconds of this image's share of the request (decoding and the batch)")
+    pred: str = Field(description="the same as `text`, under the reference tutorial's name")
+    T: int = Field(description="frames of the network's output (CTC sequence length), as the tutorial sends it")
 
 
 class FailedResult(BaseModel):
@@ -65,6 +67,7 @@ class Health(BaseModel):
     default: str | None
     failed: dict[str, str] = Field(description="models that would not load, with the reason")
     limits: Limits
+    timestamp: float = Field(description="server time, seconds since 1970 (ddddocr's /health field)")
 
 
 class ModelInfo(BaseModel):
@@ -92,3 +95,31 @@ class Base64Request(BaseModel):
     model: str | None = Field(None, description=MODEL_HELP)
     arch: str | None = Field(None, description="older name of `model`, still accepted")
     allowed: str | None = Field(None, description=ALLOWED_HELP)
+
+
+class DdddocrJsonRequest(BaseModel):
+    """ddddocr 1.6's ``POST /ocr`` body; ``charsets`` / ``charset_range`` restrict this request's characters."""
+
+    image: str = Field(description="base64 string or data: URL")
+    probability: bool = False
+    png_fix: bool = Field(False, description="accepted; transparency is always composited on white")
+    charsets: str | None = Field(None, description="characters, or a ddddocr preset 0-7")
+    charset_range: int | str | None = Field(None, description="the same, under ddddocr's API name")
+    colors: list[str] | None = Field(None, description="ddddocr's colour filter: accepted and ignored")
+    custom_color_ranges: Any = Field(None, description="ddddocr's colour filter: accepted and ignored")
+    model: str | None = Field(None, description=MODEL_HELP)
+
+
+class DdddocrResponse(BaseModel):
+    """Both ddddocr servers' shapes at once: ddddocr-fastapi reads ``code/message/data``, ddddocr 1.6's own API
+    ``result/probability/processing_time``. ``data`` and ``result`` hold the same: the text, or with
+    ``probability`` the dict of ``DdddOcr.classification(..., probability=True)``."""
+
+    code: int
+    message: str
+    data: str | dict[str, Any] | None = None
+    result: str | dict[str, Any] | None = None
+    probability: Any = None
+    processing_time: float = Field(0.0, description="seconds")
+    error: str | None = Field(None, description="on errors: the machine-readable kind, as in every error of this API")
+    detail: Any = Field(None, description="on errors: what went wrong")
