@@ -10,7 +10,7 @@
 only from this file; tests/test_docs.py fails when a document and the file disagree.
 
 Blocks: README.md holds ``accuracy`` (one table: every shipped model and ddddocr per realdev family), ``speed``
-and ``speed-zh`` (one line each); a model card ``checkpoints/<name>/README.md`` holds ``accuracy`` and ``speed`` for
+and ``speed-zh``, ``ddddocr`` and ``ddddocr-zh`` (one line each); a model card ``checkpoints/<name>/README.md`` holds ``accuracy`` and ``speed`` for
 that model, and ``model`` (input, parameters, file sizes).
 """
 
@@ -357,6 +357,33 @@ def render_speed(results: dict, chinese: bool = False) -> str:
     return line + f". {stamp(speed)}."
 
 
+def render_ddddocr(results: dict, chinese: bool = False) -> str:
+    """One line for ddddocr users: the default beside ddddocr on the same real captchas, where ddddocr reads more,
+    and the speed from bytes to text; every figure from the results file."""
+    accuracy, speed = results.get("accuracy"), results.get("speed")
+    if not accuracy or "ddddocr" not in accuracy["readers"]:
+        return "_尚无对比：运行 `make eval`。_" if chinese else "_No comparison yet: run `make eval`._"
+    ours, theirs = accuracy["readers"][accuracy["default_model"]]["groups"], accuracy["readers"]["ddddocr"]["groups"]
+    whole = ours["realdev"]
+    behind = [f for f in families(accuracy) if f in theirs and theirs[f]["read"] > ours[f]["read"]]
+    lag = ", ".join(f"{f} {pct(ours[f]['read'])} / {pct(theirs[f]['read'])}" for f in behind)
+    model = speed and speed["models"].get(speed["default_model"])
+    fast = model and model.get("bytes_p50_ms") and speed.get("ddddocr_bytes_p50_ms")
+    if chinese:
+        line = (f"同一批 {whole['n']} 张真实验证码：默认模型读对 {pct(whole['read'])}，ddddocr "
+                f"{pct(theirs['realdev']['read'])}")  # fmt: skip
+        line += f"（ddddocr 领先的：{lag}）" if lag else ""
+        if fast:
+            line += f"；每张 {model['bytes_p50_ms']:.1f} ms 对 {speed['ddddocr_bytes_p50_ms']:.1f} ms"
+        return line + f"。`{accuracy['command']}` / `make bench`，{accuracy['machine']['date']}。"
+    line = (f"On the same {whole['n']} real captchas the default model reads {pct(whole['read'])}, ddddocr "
+            f"{pct(theirs['realdev']['read'])}")  # fmt: skip
+    line += f" (ddddocr ahead: {lag}, ours / theirs)" if lag else ""
+    if fast:
+        line += f"; {model['bytes_p50_ms']:.1f} ms per captcha against {speed['ddddocr_bytes_p50_ms']:.1f} ms"
+    return line + f". {stamp(accuracy)}; `make bench`."
+
+
 def render_card_speed(results: dict, name: str) -> str:
     speed = results.get("speed")
     model = speed and speed["models"].get(name)
@@ -386,6 +413,8 @@ def blocks_for(results: dict, model: str | None = None) -> dict[str, str]:
             "zero-shot": render_zero_shot(results),
             "speed": render_speed(results),
             "speed-zh": render_speed(results, chinese=True),
+            "ddddocr": render_ddddocr(results),
+            "ddddocr-zh": render_ddddocr(results, chinese=True),
         }
     return {
         "model": render_card_model(results, model),

@@ -296,3 +296,34 @@ def test_page_corrects_results_and_exports_a_dataset(servers, browser, tmp_path)
     assert [s.label for s in samples] == list(labels.values()) and not report.bad_lines
     assert samples[0].path.read_bytes() == ruoyi.read_bytes()
     assert errors == []
+
+
+def test_the_tutorial_pages_fetch_works_against_us(servers, browser):
+    """The reference tutorial's page, as reference-tutorial.md describes it: a same-origin POST of FormData
+    ``arch, imgH, imgW, files...`` to ``/api/predict``, then ``count``, ``arch`` and each result's ``pred`` (or
+    ``error``) shown. Run in Chromium from our page's origin, the way the tutorial's page runs from its own."""
+    url, trained = servers
+    (ruoyi, row) = first("ruoyi")
+    page = browser.new_page()
+    page.goto(url)
+    body = page.evaluate(
+        """async ([name, bytes]) => {
+            const fd = new FormData();
+            fd.append('arch', 'vanilla_crnn');
+            fd.append('imgH', '32');
+            fd.append('imgW', '160');
+            fd.append('files', new Blob([new Uint8Array(bytes)], {type: 'image/png'}), name);
+            fd.append('files', new Blob([new Uint8Array([1, 2, 3])], {type: 'image/png'}), 'broken.png');
+            const r = await fetch(location.origin + '/api/predict', {method: 'POST', body: fd});
+            return {status: r.status, json: await r.json()};
+        }""",
+        [ruoyi.name, list(ruoyi.read_bytes())],
+    )
+    assert body["status"] == 200
+    reply = body["json"]
+    assert reply["count"] == 2 and reply["arch"] == "vanilla_crnn"
+    good, bad = reply["results"]
+    assert good["filename"] == ruoyi.name and good["pred"] == good["text"] and good["T"] > 0
+    if trained:
+        assert good["pred"] == row.label
+    assert bad["filename"] == "broken.png" and bad["error"]
