@@ -36,6 +36,8 @@ from models.report import METRIC_NAMES, REALDEV_ALL, Scored, md_table, percent, 
 
 RESULTS = ROOT / "docs" / "results.json"
 README = ROOT / "README.md"
+ARCHITECTURES = ROOT / "docs" / "architectures.md"
+ARCHITECTURES_KEY = ":architectures"  # the "model" of docs/architectures.md in documents()
 MAX_TYPES_SHOWN = 10  # a card lists a family's types only up to this many (ctext has 18 styles)
 READ_RULE = "read correctly: the answer for arithmetic captchas, else exact match ignoring case"
 
@@ -401,12 +403,55 @@ def render_card_speed(results: dict, name: str) -> str:
     return f"{table}\n\nInput {model['input']} (HxWxC), {speed['threads']} thread(s); {stamp(speed)}."
 
 
+def render_architectures(results: dict) -> str:
+    """The three architectures side by side (fp32 models; the shipped int8 default beside its source): size,
+    input, network and bytes-to-text latency, batch throughput, and accuracy per realdev family."""
+    accuracy, speed = results.get("accuracy"), results.get("speed")
+    if not accuracy or not speed:
+        return "_No figures yet: run `make eval` and `make bench`._"
+    names = [n for n in reader_order(accuracy) if n != "ddddocr" and n in accuracy["models"]]
+    fams = families(accuracy)
+    headers = ["", *names]
+    info = {n: accuracy["models"][n] for n in names}
+    timing = {n: speed["models"].get(n, {}) for n in names}
+
+    def row(label: str, cell) -> list:
+        return [label, *(cell(n) for n in names)]
+
+    def ms(value: float | None) -> str:
+        return f"{value:.2f} ms" if value else "-"
+
+    rows = [
+        row("architecture", lambda n: info[n]["arch"]),
+        row("parameters", lambda n: f"{info[n]['parameters'] / 1e6:.2f} M" if info[n]["parameters"] else "-"),
+        row("ONNX file", lambda n: f"{info[n]['onnx_mb']:.1f} MB"),
+        row("input (HxWxC)", lambda n: info[n]["input"]),
+        row("network, one image (p50)", lambda n: ms(timing[n].get("network_p50_ms"))),
+        row("bytes to text, one image (p50)", lambda n: ms(timing[n].get("bytes_p50_ms"))),
+        row("network, batch 64", lambda n: f"{timing[n]['batch_img_s']:.0f} img/s" if timing[n] else "-"),
+        *(
+            row(
+                f"real {f} ({accuracy['readers'][names[0]]['groups'][f]['n']})",
+                lambda n, f=f: pct(accuracy["readers"][n]["groups"].get(f, {}).get("read")),
+            )
+            for f in fams
+        ),  # fmt: skip
+        row("real, all", lambda n: pct(accuracy["readers"][n]["groups"]["realdev"]["read"])),
+    ]
+    note = (f"Accuracy: {READ_RULE}; {stamp(accuracy)}. Speed: {speed['threads']} thread(s), onnxruntime; "
+            f"{stamp(speed)}.")  # fmt: skip
+    return md_table(headers, rows, [False] + [True] * len(names)) + "\n\n" + note
+
+
 def marker(name: str, end: bool = False) -> str:
     return f"<!-- results:{name} {'end' if end else 'begin'} -->"
 
 
 def blocks_for(results: dict, model: str | None = None) -> dict[str, str]:
-    """The blocks a document must hold: README.md's (``model`` None), or the card of ``model``."""
+    """The blocks a document must hold: README.md's (``model`` None), docs/architectures.md's
+    (:data:`ARCHITECTURES_KEY`), or the card of ``model``."""
+    if model == ARCHITECTURES_KEY:
+        return {"architectures": render_architectures(results)}
     if model is None:
         return {
             "accuracy": render_accuracy(results),
@@ -439,7 +484,7 @@ def documents(checkpoints: Path | None = None) -> list[tuple[Path, str | None]]:
     """``(path, model)``: README.md (model None) and the card of every shipped model (``<name>/model.onnx``)."""
     root = checkpoints or checkpoints_dir()
     found = sorted(d for d in root.iterdir() if (d / "model.onnx").is_file()) if root.is_dir() else []
-    return [(README, None), *((d / "README.md", d.name) for d in found)]
+    return [(README, None), (ARCHITECTURES, ARCHITECTURES_KEY), *((d / "README.md", d.name) for d in found)]
 
 
 def render_documents(

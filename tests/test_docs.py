@@ -36,7 +36,7 @@ def test_the_results_file_covers_every_shipped_model_and_ddddocr():
 
 
 def test_every_shipped_model_has_a_card():
-    cards = [path for path, model in DOCUMENTS if model]
+    cards = [path for path, model in DOCUMENTS if model and model != results_file.ARCHITECTURES_KEY]
     assert sorted(path.parent.name for path in cards) == sorted(SHIPPED)
     for card in cards:
         text = card.read_text(encoding="utf-8")
