@@ -123,6 +123,7 @@ class Config:
     name: str = ""  # with --finetune: the new model's name
     unlabelled: str = ""  # with --finetune: unlabelled images of the same captcha, for self-training
     base: str = "vanilla_crnn"  # with --finetune: the model to start from (only read)
+    minutes: float = 15.0  # with --finetune: the time budget of the whole run, self-training included
 
 
 FLAGS = {  # the reference tutorial's flags and the old names, which stay accepted
@@ -607,7 +608,8 @@ def main() -> int | None:
         from tools.finetune import main as finetune_main
 
         cfg = configs[0]
-        argv = ["--data", cfg.finetune, "--name", cfg.name, "--base", cfg.base, "--seed", str(cfg.seed)]
+        argv = ["--data", cfg.finetune, "--name", cfg.name, "--base", cfg.base, "--seed", str(cfg.seed),
+                "--minutes", str(cfg.minutes), "--freeze", str(cfg.freeze)]  # fmt: skip
         return finetune_main(argv + (["--unlabelled", cfg.unlabelled] if cfg.unlabelled else []))
     for cfg in configs:
         try:

@@ -201,7 +201,9 @@ def render(args: argparse.Namespace) -> int:
         return 2
     machines = {json.dumps(c["machine"].get("cpu")) for c in data["cells"].values()}
     some = next(iter(data["cells"].values()))["machine"]
-    note = (f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}"
+    budgets = sorted({c.get("budget_minutes", 15.0) for c in data["cells"].values()})
+    note = (f"Each run with a budget of {' / '.join(f'{b:g}' for b in budgets)} minutes (`--minutes`). "
+            f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}"
             + ("; cells come from more than one machine" if len(machines) > 1 else "") + ".")  # fmt: skip
     block = f"{BEGIN}\n{table(data)}\n\n{note}\n{END}"
     text = DOC.read_text(encoding="utf-8")
@@ -222,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     runner = commands.add_parser("run", help="fine-tune and score the cells not done yet")
     runner.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
     runner.add_argument("--force", action="store_true", help="run cells again that are done")
-    runner.add_argument("--minutes", type=float, default=15.0, help="time budget of each run (make finetune's --minutes)")
+    runner.add_argument(
+        "--minutes", type=float, default=15.0, help="time budget of each run (make finetune's --minutes)"
+    )
     commands.add_parser("render", help="write the table into docs/finetune.md and the plot")
     for sub in (maker, runner):
         sub.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
