@@ -285,3 +285,16 @@ def test_pip_install_gives_a_reader_without_torch(tmp_path, samples):
     assert out.returncode == 0, out.stderr[-2000:]
     text, answer, compat = out.stdout.split()
     assert text == label == compat and int(answer) == ANSWERS[label]
+
+
+def test_ddddocr_class_fuses_gif_frames():
+    """An EasyCaptcha GIF hides a character in each frame: read from its first frame alone (what ddddocr does) the
+    text is incomplete; the drop-in fuses the frames and reads it whole."""
+    from captcha_ocr import ddddocr
+
+    path, row = realdev_rows("easy_gif")[0]
+    ocr = ddddocr.DdddOcr(show_ad=False)
+    assert ocr.classification(path.read_bytes()).lower() == row.label.lower()
+    with Image.open(path) as gif:
+        first_frame = gif.convert("RGB")
+    assert ocr.classification(first_frame).lower() != row.label.lower()
