@@ -52,7 +52,7 @@ def python_files() -> list:
 
 
 def test_no_file_touches_sys_path_and_bench_never_imports_tests():
-    """`models` imports from everywhere through the editable install (make setup), not through path hacks."""
+    """`models` imports from everywhere through make setup (the repository root in a .pth file), not through path hacks."""
     touching = [str(p.relative_to(ROOT)) for p in python_files() if "sys.path" in p.read_text(encoding="utf-8")]
     assert touching == []
     test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")} | {"tests"}
