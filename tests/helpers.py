@@ -165,3 +165,28 @@ def check_output_files(out: Path, rows: list[dict[str, str]]) -> None:
         assert normalize_label(r["label"]) == r["label"]
         with Image.open(out / "images" / r["filename"]) as image:
             assert image.size == (int(r["width"]), int(r["height"]))
+
+
+def kill_after_epochs(cmd: list[str], folder: Path, epochs: int, timeout: float = 240, env: dict | None = None) -> int:
+    """Start ``train.py`` (``cmd``), kill it with SIGKILL once ``folder/metrics.csv`` holds ``epochs`` rows, and
+    return the epoch its ``last.pt`` records."""
+    import csv
+    import signal
+    import subprocess
+    import time
+
+    from models.checkpoint import read_checkpoint
+
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = folder / "metrics.csv"
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file():
+            with metrics.open(encoding="utf-8") as f:
+                if len(list(csv.DictReader(f))) >= epochs:
+                    break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return read_checkpoint(folder / "last.pt")["training"]["epoch"]

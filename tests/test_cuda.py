@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import ROOT, train_and_test_splits
+from helpers import ROOT, kill_after_epochs, train_and_test_splits
 from models.checkpoint import load_model, read_checkpoint
 
 pytestmark = [
@@ -62,17 +60,7 @@ def test_every_architecture_trains_with_amp_on_cuda(data, tmp_path):
 
 def test_kill_then_resume_on_cuda(data, tmp_path):
     cmd = command(data, tmp_path, "vanilla_crnn", "--epochs", "4")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = tmp_path / "vanilla_crnn" / "metrics.csv"
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(epochs_done(tmp_path / "vanilla_crnn")) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = read_checkpoint(tmp_path / "vanilla_crnn" / "last.pt")["training"]["epoch"]
+    done = kill_after_epochs(cmd, tmp_path / "vanilla_crnn", 2, timeout=600)
     assert 1 <= done < 4
     run([*cmd, "--resume"])
     assert epochs_done(tmp_path / "vanilla_crnn") == [1, 2, 3, 4]  # no epoch lost or repeated

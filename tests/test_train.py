@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import ROOT, train_and_test_splits, train_cmd
+from helpers import ROOT, kill_after_epochs, train_and_test_splits, train_cmd
 from models.checkpoint import load_model, read_checkpoint
 from models.engine import load_engine
 from tools.tiny_dataset import make_dataset
@@ -73,24 +71,15 @@ def test_kill_then_resume_is_exact(tiny_data, tmp_path):
     run(train_cmd(tiny_data, reference, "--epochs", "4"))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(train_cmd(tiny_data, interrupted, "--epochs", "4"), env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    metrics = interrupted / "vanilla_crnn" / "metrics.csv"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics_rows(metrics)) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "training finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = read_checkpoint(interrupted / "vanilla_crnn" / "last.pt")["training"]["epoch"]
+    done = kill_after_epochs(
+        train_cmd(tiny_data, interrupted, "--epochs", "4"), interrupted / "vanilla_crnn", 2, env=env
+    )
     assert 1 <= done < 4
     for checkpoint in (interrupted / "vanilla_crnn").glob("*.pt"):
         load_model(checkpoint)  # a kill never leaves a half-written checkpoint
 
     run(train_cmd(tiny_data, interrupted, "--epochs", "4", "--resume"))
-    rows = metrics_rows(metrics)
+    rows = metrics_rows(interrupted / "vanilla_crnn" / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # no epoch lost or repeated
     ref_state = read_checkpoint(reference / "vanilla_crnn" / "last.pt")["state_dict"]
     new_state = read_checkpoint(interrupted / "vanilla_crnn" / "last.pt")["state_dict"]
