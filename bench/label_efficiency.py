@@ -121,6 +121,44 @@ def run_cell(name: str, n: int, minutes: float) -> dict:
     }
 
 
+def pseudo_label_precision(name: str, n: int) -> list[dict]:
+    """What the confidence threshold really kept, per self-training round: the pseudo-labels of the run's training
+    lists (``runs/finetune/<model>/train<k>/labels.txt``) checked against the pool's true labels, which
+    tools/finetune.py never reads. Empty when the run's folder is gone."""
+    from models.charset import read_labels
+
+    work = ROOT / "runs" / "finetune" / f"le-{name}-{n}"
+    pool = POOL / "unlabelled" / name
+    if not work.is_dir():
+        return []
+    truth = {str((pool / r.filename).resolve()): r.label for r in read_labels(pool / "labels.tsv").rows}
+    rounds = []
+    for k in range(1, 10):
+        listing = work / f"train{k}" / "labels.txt"
+        if not listing.is_file():
+            break
+        kept = [(r.filename, r.label) for r in read_labels(listing).rows if r.filename in truth]
+        right = sum(truth[f] == label for f, label in kept)
+        right_nocase = sum(truth[f].lower() == label.lower() for f, label in kept)
+        rounds.append({"round": k, "kept": len(kept), "precision": right / len(kept) if kept else None,
+                       "precision_nocase": right_nocase / len(kept) if kept else None})  # fmt: skip
+    return rounds
+
+
+def check_pseudo(args: argparse.Namespace) -> int:
+    """Add the measured precision of every run's pseudo-labels to the results file."""
+    data = load_results()
+    for key, cell in data["cells"].items():
+        name, n = key.split("/")
+        measured = pseudo_label_precision(name, int(n))
+        if measured:
+            cell["with_unlabelled"]["pseudo_labels"] = measured
+            print(key, ", ".join(f"round {m['round']}: {m['kept']} kept, {m['precision']:.1%} right"
+                                 for m in measured if m["kept"]), file=sys.stderr)  # fmt: skip
+    RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return 0
+
+
 def load_results() -> dict:
     if RESULTS.is_file():
         return json.loads(RESULTS.read_text(encoding="utf-8"))
@@ -148,6 +186,14 @@ def run(args: argparse.Namespace) -> int:
     return render(args)
 
 
+def pseudo_cell(cell: dict) -> str:
+    """``kept / really right`` of each self-training round's pseudo-labels (measured by ``check-pseudo``)."""
+    measured = cell["with_unlabelled"].get("pseudo_labels")
+    if not measured:
+        return "-"
+    return ", ".join(f"{m['kept']} / {m['precision']:.0%}" if m["kept"] else "0" for m in measured)
+
+
 def table(data: dict) -> str:
     from models.report import md_table, percent
 
@@ -156,14 +202,15 @@ def table(data: dict) -> str:
         for n in LABELS:
             cell = data["cells"].get(f"{name}/{n}")
             if not cell:
-                rows.append([name, n, *["not run"] * 6])
+                rows.append([name, n, *["not run"] * 7])
                 continue
             a, b = cell["labels_only"], cell["with_unlabelled"]
             rows.append([name, n, percent(a["em_nocase"], 1), percent(a["em"], 1), f"{a['minutes']:.1f}",
-                         percent(b["em_nocase"], 1), percent(b["em"], 1), f"{b['minutes']:.1f}"])  # fmt: skip
+                         percent(b["em_nocase"], 1), percent(b["em"], 1), f"{b['minutes']:.1f}",
+                         pseudo_cell(cell)])  # fmt: skip
     headers = ["library", "labels", "labels only: EM no case", "EM", "minutes",
-               "+ 5,000 unlabelled: EM no case", "EM", "minutes"]  # fmt: skip
-    return md_table(headers, rows, [False] + [True] * 7)
+               "+ 5,000 unlabelled: EM no case", "EM", "minutes", "pseudo-labels per round: kept / right"]  # fmt: skip
+    return md_table(headers, rows, [False] + [True] * 7 + [False])
 
 
 def plot(data: dict) -> None:
@@ -228,10 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         "--minutes", type=float, default=15.0, help="time budget of each run (make finetune's --minutes)"
     )
     commands.add_parser("render", help="write the table into docs/finetune.md and the plot")
+    commands.add_parser("check-pseudo", help="measure what the kept pseudo-labels were worth (the pool's labels)")
     for sub in (maker, runner):
         sub.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     args = parser.parse_args(argv)
-    return {"make": make, "run": run, "render": render}[args.command](args)
+    return {"make": make, "run": run, "render": render, "check-pseudo": check_pseudo}[args.command](args)
 
 
 if __name__ == "__main__":
