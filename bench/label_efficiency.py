@@ -227,6 +227,10 @@ def plot(data: dict) -> None:
                       if f"{name}/{n}" in data["cells"]]  # fmt: skip
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=label)
+        ax.axhline(95, color="grey", linestyle=":", linewidth=1)
+        ax.axhline(93, color="grey", linestyle=":", linewidth=1)
+        ax.text(55, 88, "targets: 95% (200 + unlabelled), 93% (500 alone)", fontsize=7, color="grey")
+        ax.set_ylim(0, 100)
         ax.set_xscale("log")
         ax.set_xticks(LABELS, [str(n) for n in LABELS])
         ax.set_title(name)
