@@ -121,3 +121,27 @@ def test_quick_bench_writes_every_table(tmp_path):
             continue
         for row in header_rows:
             assert row in section, f"{heading}: no table starting {row!r}"
+
+
+def test_label_efficiency_table_and_pseudo_label_check(tmp_path, monkeypatch):
+    """bench/label_efficiency.py: cells not run say so, and the pseudo-label check counts against the pool's
+    true labels, ignoring files that are not pseudo-labels."""
+    from bench import label_efficiency as le
+    from models.charset import write_labels
+
+    pool = tmp_path / "pool" / "unlabelled" / "wheezy"
+    pool.mkdir(parents=True)
+    (pool / "labels.tsv").write_text("filename\tlabel\n1.jpg\tAB12\n2.jpg\tCD34\n3.jpg\tEF56\n", encoding="utf-8")
+    work = tmp_path / "runs" / "finetune" / "le-wheezy-200" / "train1"
+    work.mkdir(parents=True)
+    write_labels(work / "labels.txt", [(str(tmp_path / "own.png"), "ZZ99"), (str((pool / "1.jpg").resolve()), "AB12"),
+                                       (str((pool / "2.jpg").resolve()), "CD35")])  # fmt: skip
+    monkeypatch.setattr(le, "POOL", tmp_path / "pool")
+    monkeypatch.setattr(le, "ROOT", tmp_path)
+    measured = le.pseudo_label_precision("wheezy", 200)
+    assert measured == [{"round": 1, "kept": 2, "precision": 0.5, "precision_nocase": 0.5}]
+    cell = {"labels_only": {"em": 0.5, "em_nocase": 0.6, "minutes": 1.0},
+            "with_unlabelled": {"em": 0.7, "em_nocase": 0.8, "minutes": 2.0, "pseudo_labels": measured}}  # fmt: skip
+    text = le.table({"cells": {"wheezy/200": cell}})
+    assert "| wheezy | 200 | 60.0% | 50.0% | 1.0 | 80.0% | 70.0% | 2.0 | 2 / 50% |" in text
+    assert "| imagecaptcha | 50 | not run |" in text
