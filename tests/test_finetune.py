@@ -21,6 +21,7 @@ from models.finetune import (
     confidence_threshold,
     fit_budget,
     plan_for,
+    precision_lower_bound,
     read_labelled,
     unpack_zip,
 )
@@ -210,3 +211,10 @@ def test_finetune_with_self_training_end_to_end_and_served_by_the_api(tmp_path):
         assert reply.status_code == 200, reply.text
         body = reply.json()
         assert (body.get("model") or body["results"][0].get("model")) == name
+
+
+def test_a_small_validation_slice_vouches_for_less_than_99_percent():
+    assert precision_lower_bound(30, 30) == pytest.approx(0.917, abs=0.001)
+    assert precision_lower_bound(270, 270) > 0.99 > precision_lower_bound(200, 200)
+    assert precision_lower_bound(90, 100) < 0.9 < precision_lower_bound(100, 100)
+    assert precision_lower_bound(0, 0) == 0.0
