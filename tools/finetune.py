@@ -36,6 +36,7 @@ from models.finetune import (
     confidence_threshold,
     fit_budget,
     plan_for,
+    precision_lower_bound,
     read_labelled,
     unlabelled_images,
     unpack_zip,
@@ -128,12 +129,16 @@ def pseudo_labels(model: Path, images: list[Path], threshold: float) -> list[Sam
     return kept
 
 
-def choose_threshold(model: Path, validation: list[Sample]) -> tuple[float | None, float]:
+def choose_threshold(model: Path, validation: list[Sample]) -> tuple[float | None, str]:
+    """The pseudo-label threshold, and what the validation slice says of it in words: how many readings at or
+    above it were right, and the precision that count vouches for (a small slice cannot show 99%)."""
     rows, _ = score_samples(load_engine(model), validation)
     correct = [r.label == r.pred for r in rows]
     threshold = confidence_threshold([r.confidence for r in rows], correct)
     above = [ok for r, ok in zip(rows, correct, strict=True) if threshold is not None and r.confidence >= threshold]
-    return threshold, (sum(above) / len(above) if above else 0.0)
+    evidence = (f"{sum(above)} of {len(above)} readings at or above it right on the validation slice, which "
+                f"vouches for at least {precision_lower_bound(sum(above), len(above)):.0%}")  # fmt: skip
+    return threshold, evidence
 
 
 def quantize_into(model_dir: Path, calib: list[Sample], out_file: Path) -> str:
@@ -225,20 +230,20 @@ def finetune(
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
-                  patience=plan.patience, freeze=freeze, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
+                  patience=max(plan.patience, budget.first_epochs // 3), freeze=freeze, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
                   init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
     seconds = [round(time.time() - started, 1)]  # elapsed at the end of each round
     rounds = [f"Fine-tuned on {len(plan.train)} labelled images: validation exact match {best['em']:.1%}."]
     for k in range(1, MAX_ROUNDS + 1) if images else ():
-        threshold, precision = choose_threshold(best_dir, plan.validation)
+        threshold, evidence = choose_threshold(best_dir, plan.validation)
         if threshold is None:
             rounds.append(f"Self-training round {k}: no confidence gives 99% right pseudo-labels; stopped.")
             break
         pseudo = pseudo_labels(best_dir, images, threshold)
         print(f"{name}: round {k}: kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= "
-              f"{threshold:.3f}, {precision:.1%} right on the validation slice)")  # fmt: skip
+              f"{threshold:.3f}; {evidence})")  # fmt: skip
         train_dir = write_split(work / f"train{k}", plan.train + pseudo)
         candidate = train_round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
                                  "epochs": round_epochs(len(plan.train) + len(pseudo), budget, plan.epochs)},
@@ -246,8 +251,7 @@ def finetune(
         score = exact_match(candidate, plan.validation)
         seconds.append(round(time.time() - started, 1))
         rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
-                      f"(confidence >= {threshold:.3f}; {precision:.1%} right at that threshold on the validation "
-                      f"slice); validation exact match {score['em']:.1%}.")  # fmt: skip
+                      f"(confidence >= {threshold:.3f}; {evidence}); validation exact match {score['em']:.1%}.")  # fmt: skip
         if (score["em"], -score["cer"]) <= (best["em"], -best["cer"]):
             rounds[-1] += " Not better: the previous round is kept."
             break
