@@ -133,13 +133,18 @@ class Budget:
 
 TRAINING_SHARE = 0.8  # of the time budget spent in training steps (the rest: validation, export, pseudo-labels)
 LOADING_FACTOR = 0.7  # measured step speed -> speed with augmentation and data loading
+READING_SPEEDUP = 3.0  # pseudo-labelling (inference) images/s per training images/s, conservatively
 
 
-def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int) -> Budget:
-    """Cut the plan to ``minutes`` of wall time at the measured training speed. Without self-training the first
-    round has it all; with it, the first round gets 40% and each of the ``rounds`` self-training rounds an equal
-    share of the rest. The first round keeps at least 2 epochs, however slow the machine."""
-    steps = minutes * 60 * TRAINING_SHARE * images_per_s * LOADING_FACTOR
+def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unlabelled: int = 0) -> Budget:
+    """Cut the plan to ``minutes`` of wall time at the measured training speed. Reading the ``unlabelled`` images
+    once per self-training round comes off the budget first (at :data:`READING_SPEEDUP` times the training speed).
+    Without self-training the first round has the rest; with it, the first round gets 40% and each of the
+    ``rounds`` self-training rounds an equal share of what is left. The first round keeps at least 2 epochs,
+    however slow the machine."""
+    reading_s = rounds * unlabelled / max(1e-6, images_per_s * READING_SPEEDUP)
+    seconds = max(minutes * 60 * 0.25, minutes * 60 - reading_s)
+    steps = seconds * TRAINING_SHARE * images_per_s * LOADING_FACTOR
     first_share = 0.4 if rounds else 1.0
     first = max(2, min(plan.epochs, int(steps * first_share // max(1, len(plan.train)))))
     round_steps = int(steps * (1 - first_share) / rounds) if rounds else 0

@@ -101,6 +101,8 @@ def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
     assert shared.first_epochs < slow.first_epochs
     steps = 15 * 60 * 0.8 * 0.7
     assert shared.first_epochs * 85 + 3 * shared.round_steps <= steps  # the rounds fit in what is left
+    reading = fit_budget(plan, images_per_s=1, minutes=15, rounds=3, unlabelled=100)  # 3 rounds x 100 images at 3/s
+    assert reading.round_steps == int((15 * 60 - 100) * 0.8 * 0.7 * 0.6 / 3)
 
 
 def test_freeze_keeps_the_first_convolutions_fixed():

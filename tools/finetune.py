@@ -221,7 +221,7 @@ def finetune(
 
     amp = "bf16" if cpu_runs_bf16() else "off"
     speed = measure_speed(base_model, plan.train, amp, freeze)
-    budget = fit_budget(plan, speed, minutes, MAX_ROUNDS if images else 0)
+    budget = fit_budget(plan, speed, minutes, MAX_ROUNDS if images else 0, len(images))
     print(f"{name}: {plan.describe()}")
     print(f"{name}: about {speed:.0f} training images/s here, so within {minutes:g} minutes: "
           f"{budget.describe(MAX_ROUNDS if images else 0)} (earlier when validation stops improving)")  # fmt: skip
