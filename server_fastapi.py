@@ -45,9 +45,9 @@ from fastapi.responses import JSONResponse
 from models.engine import Engine
 from service import compat
 from service.engines import Engines, EnginesDep, SettingsDep, check_allowed, check_count
-from service.errors import ApiError, install_error_handlers
+from service.errors import install_error_handlers
 from service.middleware import add_middleware
-from service.recognize import Item, decode_base64, read_items
+from service.recognize import Item, decode_base64, read_items, read_upload
 from service.schemas import (
     ALLOWED_HELP,
     MODEL_HELP,
@@ -132,12 +132,7 @@ async def predict(
     allowed = check_allowed(engine, allowed)
     items: list[Item] = []
     for upload in files:
-        # Read at most one byte over the limit: a larger file is refused without being read into memory.
-        data = await upload.read(settings.max_file_bytes + 1)
-        if len(data) > settings.max_file_bytes:
-            data = ApiError(413, "file too large", f"the limit is {settings.max_file_bytes} bytes per image")
-        items.append((upload.filename or "upload", data))
-        await upload.close()
+        items.append((upload.filename or "upload", await read_upload(upload, settings.max_file_bytes)))
     return await read_batch(engines, engine, items, allowed, settings)
 
 

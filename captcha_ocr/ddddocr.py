@@ -36,32 +36,26 @@ import binascii
 from pathlib import Path, PurePath
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from .models.ddddocr_compat import RANGE_PRESETS, probability_dict, resolve_ranges
 from .reader import Reader
 
 __all__ = ["DdddOcr", "RANGE_PRESETS"]
 
 
-def image_source(img: Any) -> bytes | Path | Image.Image:
-    """ddddocr's inputs: bytes, a base64 string (or a path when that file exists), a path, a PIL image."""
-    if isinstance(img, (bytes, bytearray, Image.Image)):
-        return img
+def image_source(img: Any) -> Any:
+    """ddddocr's inputs as the Reader takes them: a str is base64 (or the path of an existing file), a PurePath a
+    path; everything else (bytes, PIL images, numpy arrays) goes to the Reader as it is."""
     if isinstance(img, PurePath):
         return Path(img)
-    if isinstance(img, str):
-        if len(img) < 4096 and Path(img).is_file():
-            return Path(img)
-        payload = img.split(",", 1)[1] if img.startswith("data:") else img
-        try:
-            return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=False)
-        except (binascii.Error, ValueError):
-            raise ValueError("a str image must be base64 (or the path of an existing file)") from None
-    if isinstance(img, np.ndarray):
-        return Image.fromarray(np.ascontiguousarray(img))
-    raise TypeError(f"classification() takes bytes, a base64 str, a path or a PIL image, not {type(img).__name__}")
+    if not isinstance(img, str):
+        return img
+    if len(img) < 4096 and Path(img).is_file():
+        return Path(img)
+    payload = img.split(",", 1)[1] if img.startswith("data:") else img
+    try:
+        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=False)
+    except (binascii.Error, ValueError):
+        raise ValueError("a str image must be base64 (or the path of an existing file)") from None
 
 
 class DdddOcr:
@@ -98,13 +92,13 @@ class DdddOcr:
         dict described in the module docstring. ``ranges`` restricts this call only. ddddocr's colour-filter
         keywords are accepted and ignored."""
         allowed = self.resolve_ranges(ranges) if ranges is not None else self._range  # read once
-        source = image_source(img)
-        reading = self.reader.read(source, allowed=allowed)
+        logits = self.reader.logits(image_source(img))  # the network runs once, for the text and the dict
+        reading = self.reader.engine.decode(logits[None], allowed)[0]
         want_answer = self.answer if answer is None else answer
         text = str(reading.answer) if want_answer and reading.answer is not None else reading.text
         if not probability:
             return text
-        return probability_dict(self.reader.logits(source), self._charset[1:], allowed, text)
+        return probability_dict(logits, self._charset[1:], allowed, text)
 
     # -- what ddddocr has and we do not
     def detection(self, *args: Any, **kwargs: Any):

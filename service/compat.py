@@ -27,8 +27,8 @@ from starlette.datastructures import UploadFile
 from models.ddddocr_compat import probability_dict, resolve_ranges
 from service.engines import Engines, EnginesDep, SettingsDep, check_allowed
 from service.errors import ApiError
-from service.recognize import decode_base64, read_items
-from service.schemas import DdddocrJsonRequest, DdddocrResponse, ErrorBody
+from service.recognize import decode_base64, read_items, read_upload
+from service.schemas import DdddocrJsonRequest, DdddocrResponse
 from service.settings import Settings
 
 router = APIRouter(tags=["ddddocr"])
@@ -72,14 +72,6 @@ def failure(e: ApiError, start: float) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=e.status)
 
 
-async def upload_bytes(upload: UploadFile, settings: Settings) -> bytes:
-    data = await upload.read(settings.max_file_bytes + 1)
-    await upload.close()
-    if len(data) > settings.max_file_bytes:
-        raise ApiError(413, "file too large", f"the limit is {settings.max_file_bytes} bytes per image")
-    return data
-
-
 async def read_one(engines: Engines, settings: Settings, data: bytes | ApiError, probability: bool, charsets: Any,
                    model: str | None, start: float) -> DdddocrResponse:  # fmt: skip
     """Read one image as ddddocr would answer it: the text, or the probability dict."""
@@ -100,6 +92,27 @@ async def read_one(engines: Engines, settings: Settings, data: bytes | ApiError,
                            processing_time=time.perf_counter() - start)  # fmt: skip
 
 
+async def read_form(request: Request, engines: Engines, settings: Settings, start: float,
+                    file_only: bool) -> DdddocrResponse:  # fmt: skip
+    """A form request: the upload ``file`` or (unless ``file_only``) a base64 ``image``, with ``probability``,
+    ``charsets`` and ``model``."""
+    try:
+        form = await request.form()
+    except Exception as e:  # a body that is no form at all
+        raise ApiError(400, "invalid request", f"send a form with `file` (or a base64 `image`) or JSON: {e}") from None
+    upload, image = form.get("file"), form.get("image")
+    if isinstance(upload, UploadFile):
+        data = await read_upload(upload, settings.max_file_bytes)
+    elif isinstance(image, str) and image.strip() and not file_only:
+        data = decode_base64(image, settings.max_file_bytes)
+    else:
+        raise ApiError(400, "no image", "send the image as the multipart field `file`" if file_only
+                       else "send `file` (an upload) or `image` (base64)")  # fmt: skip
+    model = form.get("model")
+    return await read_one(engines, settings, data, as_bool(form.get("probability")), form.get("charsets"),
+                          model if isinstance(model, str) else None, start)  # fmt: skip
+
+
 @router.post("/ocr", response_model=DdddocrResponse, responses=RESPONSES, openapi_extra=body_doc(
     ("multipart/form-data", form_schema(True)),
     ("application/x-www-form-urlencoded", form_schema(False, ["image"])),
@@ -117,20 +130,7 @@ async def ocr(request: Request, engines: EnginesDep, settings: SettingsDep) -> D
             charsets = body.charsets if body.charsets is not None else body.charset_range
             data = decode_base64(body.image, settings.max_file_bytes)
             return await read_one(engines, settings, data, body.probability, charsets, body.model, start)
-        try:
-            form = await request.form()
-        except Exception as e:  # a body that is no form at all
-            raise ApiError(400, "invalid request", f"send a form (file or image) or JSON: {e}") from None
-        upload, image = form.get("file"), form.get("image")
-        if isinstance(upload, UploadFile):
-            data: bytes | ApiError = await upload_bytes(upload, settings)
-        elif isinstance(image, str) and image.strip():
-            data = decode_base64(image, settings.max_file_bytes)
-        else:
-            raise ApiError(400, "no image", "send `file` (an upload) or `image` (base64)")
-        model = form.get("model")
-        return await read_one(engines, settings, data, as_bool(form.get("probability")), form.get("charsets"),
-                              model if isinstance(model, str) else None, start)  # fmt: skip
+        return await read_form(request, engines, settings, start, file_only=False)
     except ApiError as e:
         return failure(e, start)
 
@@ -141,18 +141,6 @@ async def ocr_file(request: Request, engines: EnginesDep, settings: SettingsDep)
     """ddddocr 1.6's `/ocr/file`: a multipart upload."""
     start = time.perf_counter()
     try:
-        try:
-            form = await request.form()
-        except Exception as e:
-            raise ApiError(400, "invalid request", f"send a multipart form with `file`: {e}") from None
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(400, "no image", "send the image as the multipart field `file`")
-        model = form.get("model")
-        return await read_one(engines, settings, await upload_bytes(upload, settings), as_bool(form.get("probability")),
-                              form.get("charsets"), model if isinstance(model, str) else None, start)  # fmt: skip
+        return await read_form(request, engines, settings, start, file_only=True)
     except ApiError as e:
         return failure(e, start)
-
-
-__all__ = ["ErrorBody", "router"]

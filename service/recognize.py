@@ -1,4 +1,5 @@
-"""The work of one request: image bytes in, one result per image out (run in a worker thread)."""
+"""The work of one request: image bytes in, one result per image out (decoding in the worker pool, the network
+through the model's micro-batcher)."""
 
 from __future__ import annotations
 
@@ -68,18 +69,6 @@ def prepare(engine: Engine, items: list[Item], settings: Settings) -> Prepared:
     return Prepared(items, batch, readable, failed, started)
 
 
-def recognize(
-    engine: Engine, items: list[Item], allowed: str | None, settings: Settings
-) -> tuple[list[ReadResult | FailedResult], list[int]]:
-    """Decode, preprocess and predict the readable images as one batch, without batching across requests. Returns
-    one result per item, in order, and the status of each failed one in the same order (413 for a refused size,
-    400 for an unreadable image)."""
-    prepared = prepare(engine, items, settings)
-    logits = engine.logits(prepared.batch.inputs) if prepared.batch.kept else None
-    predictions = engine.decode(logits, allowed) if logits is not None else []
-    return prepared.results(engine, predictions, logits.shape[1] if logits is not None else 0)
-
-
 async def read_items(
     engines: Engines, engine: Engine, items: list[Item], settings: Settings
 ) -> tuple[Prepared, np.ndarray | None]:
@@ -90,6 +79,16 @@ async def read_items(
     if not prepared.batch.kept:
         return prepared, None
     return prepared, await engines.batchers[engine.name].logits(prepared.batch.inputs)
+
+
+async def read_upload(upload, max_bytes: int) -> bytes | ApiError:
+    """An uploaded file's bytes, or why they are refused. At most one byte over the limit is read: a larger file is
+    refused without being read into memory."""
+    data = await upload.read(max_bytes + 1)
+    await upload.close()
+    if len(data) > max_bytes:
+        return ApiError(413, "file too large", f"the limit is {max_bytes} bytes per image")
+    return data
 
 
 def decode_base64(text: str, max_bytes: int) -> bytes | ApiError:
