@@ -95,7 +95,7 @@ class Config:
     arch_args: str = "{}"  # JSON of extra model arguments, e.g. '{"hidden": 128}'
     max_label_len: int = 0  # longest label the model is built for; 0 = max(8, longest label in the data)
     init: str = ""  # fine-tune from this checkpoint (its charset is extended with the data's new characters)
-    freeze: int = 0  # keep the first N convolutions (and their norms) fixed: faster steps, fewer labels needed
+    freeze: int = 0  # keep the first N convolutions (and their norms) fixed: cheaper steps (see docs/finetune.md)
     teacher: str = ""  # distil from this checkpoint; its input size and charset are adopted (with --init, the init
     #                    model must already have them, e.g. an earlier student of the same teacher)
     # -- optimisation

@@ -120,11 +120,13 @@ def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
 
 @dataclass
 class Budget:
-    """Image-steps the run can afford: the first round's epochs, and each self-training round's image-steps."""
+    """Image-steps the run can afford: the first round's epochs, and each self-training round's image-steps; and
+    the patience that goes with them."""
 
     first_epochs: int
     round_steps: int
     minutes: float
+    patience: int
 
     def describe(self, rounds: int) -> str:
         extra = f", then up to {rounds} self-training rounds of {self.round_steps:,} image-steps" if rounds else ""
@@ -141,14 +143,15 @@ def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unl
     once per self-training round comes off the budget first (at :data:`READING_SPEEDUP` times the training speed).
     Without self-training the first round has the rest; with it, the first round gets 40% and each of the
     ``rounds`` self-training rounds an equal share of what is left. The first round keeps at least 2 epochs,
-    however slow the machine."""
+    however slow the machine. Patience is the plan's, or a third of the first round's epochs if that is more: a
+    validation slice of 10-15 images is noisy."""
     reading_s = rounds * unlabelled / max(1e-6, images_per_s * READING_SPEEDUP)
     seconds = max(minutes * 60 * 0.25, minutes * 60 - reading_s)
     steps = seconds * TRAINING_SHARE * images_per_s * LOADING_FACTOR
     first_share = 0.4 if rounds else 1.0
     first = max(2, min(plan.epochs, int(steps * first_share // max(1, len(plan.train)))))
     round_steps = int(steps * (1 - first_share) / rounds) if rounds else 0
-    return Budget(first, round_steps, minutes)
+    return Budget(first, round_steps, minutes, max(plan.patience, first // 3))
 
 
 # ---------------------------------------------------------------- self-training: pseudo-labels kept by confidence

@@ -94,6 +94,7 @@ def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
     plan = plan_for(read_labelled(make_dataset(tmp_path / "d", 100, seed=5), 20))
     fast = fit_budget(plan, images_per_s=1000, minutes=15, rounds=0)
     assert fast.first_epochs == plan.epochs and fast.round_steps == 0  # the data's plan fits: nothing cut
+    assert fast.patience == max(plan.patience, plan.epochs // 3)
     slow = fit_budget(plan, images_per_s=1, minutes=15, rounds=0)
     assert slow.first_epochs == int(15 * 60 * 0.8 * 0.7 / 85) < plan.epochs
     assert fit_budget(plan, images_per_s=0.01, minutes=1, rounds=0).first_epochs == 2  # never below 2 epochs

@@ -230,7 +230,7 @@ def finetune(
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
-                  patience=max(plan.patience, budget.first_epochs // 3), freeze=freeze, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
+                  patience=budget.patience, freeze=freeze, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
                   init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
