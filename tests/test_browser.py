@@ -148,6 +148,7 @@ def test_page_end_to_end(servers, browser):
     assert page.locator("img[src='x']").count() == 0
 
     # reload: the model choice and the history (newest first) are still there
+    page.wait_for_selector("#history tbody tr >> nth=3")  # written after the cards: wait before reloading
     page.reload()
     page.wait_for_selector("#model option", state="attached")
     assert page.locator("#model").input_value() == other
@@ -199,8 +200,8 @@ def test_page_reports_a_full_storage_and_keeps_working(servers, browser):
     page.wait_for_selector("#pending li")
     page.click("#submit")
     page.wait_for_selector("#results .result")
-    note = page.locator("#history-note")
-    assert note.get_attribute("data-kind") == "warn"
+    # The history is written after the result cards (thumbnails are drawn first): wait for it, not for the cards.
+    page.wait_for_selector('#history-note[data-kind="warn"]', timeout=15_000)
     assert page.locator("#history tbody tr").first.locator(".filename").text_content() == path.name
     assert 0 < page.locator("#history tbody tr").count() < 151
 
