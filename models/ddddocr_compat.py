@@ -28,12 +28,11 @@ ALNUM = frozenset(RANGE_PRESETS[6])
 
 
 def resolve_ranges(charset_range: int | str | Sequence[str] | None, symbols: Sequence[str]) -> str | None:
-    """The characters ``set_ranges(charset_range)`` allows (None: any). ``symbols``: the model's charset. A string
-    of digits only, as HTTP forms send it ("6"), is a preset too when it is one digit 0-7."""
+    """The characters ``set_ranges(charset_range)`` allows (None: any). ``symbols``: the model's charset. As in
+    ddddocr, an int is a preset and a string is characters (``"5"`` allows the digit 5); HTTP forms, which send a
+    preset as text, go through :func:`form_ranges` first."""
     if charset_range is None or charset_range == "":
         return None
-    if isinstance(charset_range, str) and len(charset_range) == 1 and charset_range in "01234567":
-        charset_range = int(charset_range)
     if isinstance(charset_range, bool) or not isinstance(charset_range, (int, str, list, tuple)):
         raise TypeError("set_ranges takes an int 0-7, a string or a list of characters")
     if isinstance(charset_range, int):
@@ -43,6 +42,14 @@ def resolve_ranges(charset_range: int | str | Sequence[str] | None, symbols: Seq
             raise ValueError(f"set_ranges: the presets are 0-7, got {charset_range}")
         return RANGE_PRESETS[charset_range]
     return "".join(dict.fromkeys("".join(charset_range))) or None
+
+
+def form_ranges(value: Any) -> Any:
+    """A ``charsets`` value as an HTTP form or JSON body sends it: one digit 0-7 is that preset (forms have no
+    ints), anything else is passed on as it is."""
+    if isinstance(value, str) and len(value) == 1 and value in "01234567":
+        return int(value)
+    return value
 
 
 def probability_dict(logits: np.ndarray, symbols: Sequence[str], allowed: str | None, text: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from models.ddddocr_compat import probability_dict, resolve_ranges
+from models.ddddocr_compat import form_ranges, probability_dict, resolve_ranges
 from service.engines import Engines, EnginesDep, SettingsDep, check_allowed
 from service.errors import ApiError
 from service.recognize import decode_base64, read_items, read_upload
@@ -79,7 +79,7 @@ async def read_one(engines: Engines, settings: Settings, data: bytes | ApiError,
         raise data
     engine = engines.pick(model)
     try:
-        allowed = check_allowed(engine, resolve_ranges(charsets, engine.charset.symbols))
+        allowed = check_allowed(engine, resolve_ranges(form_ranges(charsets), engine.charset.symbols))
     except (TypeError, ValueError) as e:
         raise ApiError(400, "invalid charsets", str(e)) from None
     prepared, logits = await read_items(engines, engine, [("image", data)], settings)

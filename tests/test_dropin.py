@@ -154,6 +154,8 @@ def test_ddddocr_probability_keeps_both_shapes_and_presets_match_the_readme(samp
         assert set(chars) <= set(ddddocr.RANGE_PRESETS[preset])
     ocr.set_ranges(7)
     assert not set(ocr.classification(image)) & set(ddddocr.RANGE_PRESETS[6])
+    ocr.set_ranges("5")  # a string is characters, as in ddddocr (not preset 5)
+    assert set(ocr.classification(image)) <= {"5"}
     with pytest.raises(ValueError, match="0-7"):
         ocr.set_ranges(9)
     with pytest.raises(NotImplementedError, match="detection"):
