@@ -121,9 +121,9 @@ data-small: ## Generate a few thousand images for quick runs (same recipe, 1/100
 	$(MAKE) data EASY_TRAIN=2000 CTEXT_TRAIN=1620 RUOYI_TRAIN=1000 EASY_TEST=200 CTEXT_TEST=162 RUOYI_TEST=100 \
 	  HUTOOL_TRAIN=1000 KAPTCHA_TRAIN=1000 WILD_TRAIN=1000 HUTOOL_TEST=100 KAPTCHA_TEST=100 WILD_TEST=100
 
-finetune: setup-train ## Fine-tune on your own captchas: DATA=<labelled folder or zip> NAME=<name> [UNLABELLED=<folder>] [BASE=<model>] [MINUTES=15]
+finetune: setup-train ## Fine-tune on your own captchas: DATA=<labelled folder or zip> NAME=<name> [UNLABELLED=<folder>] [BASE=<model>] [MINUTES=15] [LR=2e-3]
 	@[ -n "$(DATA)" ] && [ -n "$(NAME)" ] || { echo "usage: make finetune DATA=<labelled folder or zip> NAME=<name> [UNLABELLED=<folder>] [BASE=vanilla_crnn] [MINUTES=15]"; exit 2; }
-	$(PY) tools/finetune.py --data "$(DATA)" --name "$(NAME)" --base "$(or $(BASE),vanilla_crnn)" $(if $(UNLABELLED),--unlabelled "$(UNLABELLED)") $(if $(MINUTES),--minutes "$(MINUTES)")
+	$(PY) tools/finetune.py --data "$(DATA)" --name "$(NAME)" --base "$(or $(BASE),vanilla_crnn)" $(if $(UNLABELLED),--unlabelled "$(UNLABELLED)") $(if $(MINUTES),--minutes "$(MINUTES)") $(if $(LR),--lr "$(LR)")
 
 BENCH_OUT ?= $(if $(QUICK),reports/bench/benchmarks.md,docs/benchmarks.md)
 

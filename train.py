@@ -84,6 +84,7 @@ class Config:
     val_fraction: float = 0.02  # share of the training set held out for validation when there is no val folder
     limit_train: int = 0  # use only the first N training samples (0 = all)
     aug: bool = False  # train-only augmentation (albumentations)
+    aug_strength: float = 1.0  # with --aug: scales how often each augmentation is applied (2 = twice as often)
     num_workers: int = 1  # data-loading processes
     # -- model
     arch: str = "vanilla_crnn"  # one of vanilla_crnn, crnn_resnet34, svtr_tiny, or all (one after another)
@@ -176,6 +177,10 @@ def parse_args(argv: list[str] | None = None) -> list[Config]:
     args = parser.parse_args(argv)
     if args.arch != "all" and args.arch not in ARCH_NAMES:
         parser.error(f"--arch must be one of {', '.join(ARCH_NAMES)} or all")
+    if args.aug_strength <= 0:
+        parser.error(
+            f"--aug-strength {args.aug_strength:g}: above 0 (1 is the default, 2 applies each one twice as often)"
+        )
     base = Config(**vars(args))
     return [replace(base, arch=arch) for arch in (ARCH_NAMES if base.arch == "all" else (base.arch,))]
 
@@ -384,7 +389,7 @@ def wrap_for_training(model: torch.nn.Module, cfg: Config, world: int, device: t
 
 def training_loader(cfg: Config, spec: InputSpec, samples: list[Sample], rank: int, world: int,
                     device: torch.device) -> tuple[DataLoader, torch.Generator]:  # fmt: skip
-    train_set = CaptchaDataset(samples, spec, build_augment() if cfg.aug else None)
+    train_set = CaptchaDataset(samples, spec, build_augment(cfg.aug_strength) if cfg.aug else None)
     sampler = (
         DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
     )

@@ -2,6 +2,7 @@
 
     python bench/label_efficiency.py make                       # pools of labelled and unlabelled captchas
     python bench/label_efficiency.py run --labels 200 500       # fine-tune, score, add the cells to the results
+    python bench/label_efficiency.py targets                    # issue 20's two settings, each its own run
     python bench/label_efficiency.py render                     # table into docs/finetune.md, plot into assets/
 
 The two development zero-shot libraries of bench/zero_shot.py (python ``captcha`` ImageCaptcha and
@@ -17,6 +18,8 @@ the shipped models; here they only measure the fine-tuning workflow, and the mod
   self-training starts after it); the model it writes is the "+ 5,000 unlabelled" result. Both are scored on the
   500 test images: exact match, and ignoring case. Times are wall-clock on this machine, from the start of the
   command to the end of the first round and to the end of the run. Models go to a scratch checkpoints folder.
+- Targets (``targets``): the two settings the workflow is judged by, each as its own run with the whole budget:
+  500 labels alone (no ``--unlabelled``), and 200 labels + the 5,000 unlabelled images.
 - Results go to ``docs/label_efficiency.json`` (one entry per library and N, with the machine); ``render`` writes
   the table between the markers of docs/finetune.md and the plot ``assets/label_efficiency.png``.
 """
@@ -43,6 +46,8 @@ DOC = ROOT / "docs" / "finetune.md"
 PLOT = ROOT / "assets" / "label_efficiency.png"
 SCRATCH = ROOT / "runs" / "label_efficiency"
 BEGIN, END = "<!-- label-efficiency:begin -->", "<!-- label-efficiency:end -->"
+TARGETS_BEGIN, TARGETS_END = "<!-- label-targets:begin -->", "<!-- label-targets:end -->"
+TARGETS = {"500 alone": (500, False, 0.93), "200 + 5,000 unlabelled": (200, True, 0.95)}  # labels, unlabelled, goal
 BASE = "vanilla_crnn"
 
 
@@ -84,16 +89,20 @@ def test_scores(model: Path, name: str) -> dict:
     return {"n": table["n"], "em": table["em"], "em_nocase": table["em_nocase"]}
 
 
-def run_cell(name: str, n: int, minutes: float) -> dict:
-    cell = SCRATCH / f"{name}-{n}"
+def finetune_run(name: str, n: int, minutes: float, unlabelled: bool, tag: str = "") -> tuple[Path, dict, float]:
+    """``tools/finetune.py`` on the first ``n`` labels (with the unlabelled pool or not), as a user runs it, into
+    a scratch checkpoints folder; returns the model folder, its finetune.json and the wall time in seconds."""
+    cell = SCRATCH / f"{name}-{n}{tag}"
     shutil.rmtree(cell, ignore_errors=True)
     checkpoints = cell / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / BASE).symlink_to(CHECKPOINTS / BASE)  # read only
     data = subset(name, n, cell / "data")
-    model_name = f"le-{name}-{n}"
-    command = [sys.executable, "tools/finetune.py", "--data", str(data), "--name", model_name,
-               "--unlabelled", str(POOL / "unlabelled" / name), "--base", BASE, "--minutes", str(minutes)]  # fmt: skip
+    model_name = f"le-{name}-{n}{tag}"
+    command = [sys.executable, "tools/finetune.py", "--data", str(data), "--name", model_name, "--base", BASE,
+               "--minutes", str(minutes)]  # fmt: skip
+    if unlabelled:
+        command += ["--unlabelled", str(POOL / "unlabelled" / name)]
     started = time.time()
     log = cell / "finetune.log"
     with log.open("w", encoding="utf-8") as out:
@@ -101,9 +110,13 @@ def run_cell(name: str, n: int, minutes: float) -> dict:
                               stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"error: {name} {n}: tools/finetune.py exited {done.returncode}; see {log}")
-    wall = time.time() - started
     model = checkpoints / model_name
-    result = json.loads((model / "finetune.json").read_text(encoding="utf-8"))
+    return model, json.loads((model / "finetune.json").read_text(encoding="utf-8")), time.time() - started
+
+
+def run_cell(name: str, n: int, minutes: float) -> dict:
+    model, result, wall = finetune_run(name, n, minutes, unlabelled=True)
+    model_name = model.name
     first = ROOT / "runs" / "finetune" / model_name / "round0"
     first = next(p for p in first.iterdir() if (p / "model.onnx").is_file())
     return {
@@ -186,6 +199,46 @@ def run(args: argparse.Namespace) -> int:
     return render(args)
 
 
+def targets(args: argparse.Namespace) -> int:
+    from bench import results as results_file
+
+    data = load_results()
+    data.setdefault("targets", {})
+    for name in args.sets:
+        for setting, (n, unlabelled, goal) in TARGETS.items():
+            key = f"{name}/{setting}"
+            if key in data["targets"] and not args.force:
+                print(f"{key}: done already (--force to run it again)", file=sys.stderr)
+                continue
+            print(f"{key}: fine-tuning ({args.minutes:g}-minute budget) ...", file=sys.stderr)
+            model, result, wall = finetune_run(name, n, args.minutes, unlabelled, tag="-target")
+            cell = {**test_scores(model, name), "labels": n, "unlabelled": 5000 if unlabelled else 0, "goal": goal,
+                    "budget_minutes": args.minutes, "minutes": wall / 60, "rounds": result["rounds"],
+                    "machine": results_file.machine()}  # fmt: skip
+            data["targets"][key] = cell
+            RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"{key}: {cell['em_nocase']:.1%} ignoring case, goal {goal:.0%} ({cell['minutes']:.1f} min)",
+                  file=sys.stderr)  # fmt: skip
+    return render(args)
+
+
+def targets_table(data: dict) -> str:
+    from models.report import md_table, percent
+
+    rows = []
+    for name in SETS:
+        for setting, (_, _, goal) in TARGETS.items():
+            cell = data.get("targets", {}).get(f"{name}/{setting}")
+            if not cell:
+                rows.append([name, setting, percent(goal, 0), *["not run"] * 4])
+                continue
+            met = "yes" if cell["em_nocase"] >= goal else "no"
+            rows.append([name, setting, percent(goal, 0), percent(cell["em_nocase"], 1), percent(cell["em"], 1),
+                         f"{cell['minutes']:.1f} of {cell['budget_minutes']:g}", met])  # fmt: skip
+    headers = ["library", "setting", "target (EM no case)", "EM no case", "EM", "minutes", "met"]
+    return md_table(headers, rows, [False, False, True, True, True, True, False])
+
+
 def pseudo_cell(cell: dict) -> str:
     """``kept / really right`` of each self-training round's pseudo-labels (measured by ``check-pseudo``)."""
     measured = cell["with_unlabelled"].get("pseudo_labels")
@@ -257,15 +310,23 @@ def render(args: argparse.Namespace) -> int:
             f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}"
             + ("; cells come from more than one machine" if len(machines) > 1 else "") + ".")  # fmt: skip
     block = f"{BEGIN}\n{table(data)}\n\n{note}\n{END}"
-    text = DOC.read_text(encoding="utf-8")
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    text = replace_block(DOC.read_text(encoding="utf-8"), BEGIN, END, block)
+    if data.get("targets"):
+        some = next(iter(data["targets"].values()))["machine"]
+        targets_note = f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}."
+        text = replace_block(text, TARGETS_BEGIN, TARGETS_END,
+                             f"{TARGETS_BEGIN}\n{targets_table(data)}\n\n{targets_note}\n{TARGETS_END}")  # fmt: skip
     DOC.write_text(text, encoding="utf-8")
     plot(data)
     print(block)
     return 0
+
+
+def replace_block(text: str, begin: str, end: str, block: str) -> str:
+    """``text`` with the part between the ``begin`` and ``end`` markers replaced by ``block`` (appended if absent)."""
+    if begin in text:
+        return text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,16 +335,17 @@ def main(argv: list[str] | None = None) -> int:
     maker = commands.add_parser("make", help="draw the labelled, unlabelled and test pools")
     runner = commands.add_parser("run", help="fine-tune and score the cells not done yet")
     runner.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
-    runner.add_argument("--force", action="store_true", help="run cells again that are done")
-    runner.add_argument(
-        "--minutes", type=float, default=15.0, help="time budget of each run (make finetune's --minutes)"
-    )
+    targeter = commands.add_parser("targets", help="run 500 labels alone and 200 + 5,000 unlabelled, each alone")
+    for sub in (runner, targeter):
+        sub.add_argument("--force", action="store_true", help="run cells again that are done")
+        sub.add_argument("--minutes", type=float, default=15.0, help="time budget of each run (--minutes)")
     commands.add_parser("render", help="write the table into docs/finetune.md and the plot")
     commands.add_parser("check-pseudo", help="measure what the kept pseudo-labels were worth (the pool's labels)")
-    for sub in (maker, runner):
+    for sub in (maker, runner, targeter):
         sub.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     args = parser.parse_args(argv)
-    return {"make": make, "run": run, "render": render, "check-pseudo": check_pseudo}[args.command](args)
+    handlers = {"make": make, "run": run, "targets": targets, "render": render, "check-pseudo": check_pseudo}
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,9 @@ def read_labelled(data: Path, max_label_len: int) -> list[Sample]:
     return [Sample(s.path, normalize_label(s.label), source="own", type=s.type, answer=s.answer) for s in samples]
 
 
+FINETUNE_LR = 2e-3  # AdamW peak learning rate of every round; chosen by the runs in docs/finetune.md
+
+
 def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
     """A validation slice of 15% (10 to 500 images) and a schedule of about 20,000 image-steps, at least 8 and at
     most 60 epochs; small sets get augmentation and a longer patience."""
@@ -114,7 +117,7 @@ def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
     validation = [samples[i] for i in order[:n_val]]
     train = [samples[i] for i in order[n_val:]]
     epochs = int(min(60, max(8, math.ceil(20_000 / max(1, len(train))))))
-    return Plan(train, validation, epochs, lr=5e-4 if len(train) >= 1000 else 3e-4, aug=len(train) < 20_000,
+    return Plan(train, validation, epochs, lr=FINETUNE_LR, aug=len(train) < 20_000,
                 patience=4 if len(train) < 1000 else 3)  # fmt: skip
 
 

@@ -145,3 +145,7 @@ def test_label_efficiency_table_and_pseudo_label_check(tmp_path, monkeypatch):
     text = le.table({"cells": {"wheezy/200": cell}})
     assert "| wheezy | 200 | 60.0% | 50.0% | 1.0 | 80.0% | 70.0% | 2.0 | 2 / 50% |" in text
     assert "| imagecaptcha | 50 | not run |" in text
+    target = {"em": 0.9, "em_nocase": 0.94, "minutes": 14.2, "budget_minutes": 15.0}
+    text = le.targets_table({"targets": {"wheezy/500 alone": target}})
+    assert "| wheezy | 500 alone | 93% | 94.0% | 90.0% | 14.2 of 15 | yes |" in text
+    assert "| wheezy | 200 + 5,000 unlabelled | 95% | not run |" in text

@@ -143,6 +143,10 @@ def test_cli_refuses_a_name_that_exists_and_writes_nothing(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "already exists" in out.stderr
     assert not list((ROOT / "checkpoints").glob(".*partial"))
+    out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(data), "--name", "new", "--lr", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "--lr 0: a learning rate" in out.stderr
+    assert not (ROOT / "checkpoints" / "new").exists()
 
 
 def test_a_zipped_set_is_unpacked_and_a_zip_slip_is_refused(tmp_path):

@@ -29,6 +29,7 @@ from models.checkpoint import LoadedModel, load_model
 from models.dataset import Sample
 from models.engine import load_engine
 from models.finetune import (
+    FINETUNE_LR,
     Budget,
     FinetuneError,
     Plan,
@@ -204,8 +205,11 @@ def finetune(
     command: str,
     minutes: float = MINUTES,
     freeze: int = FREEZE,
+    lr: float | None = None,
 ) -> Path:
     started = time.time()
+    if lr is not None and not 0 < lr < 1:
+        raise FinetuneError(f"--lr {lr:g}: a learning rate is above 0 and below 1 (the default is {FINETUNE_LR:g})")
     target = check_name(name, CHECKPOINTS)
     base_pt = resolve_base(base)
     base_model = load_model(base_pt)
@@ -216,6 +220,8 @@ def finetune(
     samples = read_labelled(data, max_label_len=20)
     images = unlabelled_images(unlabelled) if unlabelled else []
     plan = plan_for(samples, seed)
+    if lr is not None:
+        plan.lr = lr
     val_dir = write_split(work / "val", plan.validation)
     from models.training import cpu_runs_bf16
 
@@ -285,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--freeze", type=int, default=FREEZE, help="keep the base's first N convolutions fixed (default %(default)s)"
     )
+    parser.add_argument("--lr", type=float, help=f"peak learning rate of each round (default {FINETUNE_LR:g})")
     parser.add_argument(
         "--minutes",
         type=float,
@@ -294,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = "python tools/finetune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
-        finetune(args.data, args.name, args.unlabelled, args.base, args.seed, command, args.minutes, args.freeze)
+        finetune(
+            args.data, args.name, args.unlabelled, args.base, args.seed, command, args.minutes, args.freeze, args.lr
+        )
     except FinetuneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
