@@ -3,6 +3,7 @@
     python bench/label_efficiency.py make                       # pools of labelled and unlabelled captchas
     python bench/label_efficiency.py run --labels 200 500       # fine-tune, score, add the cells to the results
     python bench/label_efficiency.py targets                    # issue 20's two settings, each its own run
+    python bench/label_efficiency.py calibration                # how right their pseudo-labels would be
     python bench/label_efficiency.py render                     # table into docs/finetune.md, plot into assets/
 
 The two development zero-shot libraries of bench/zero_shot.py (python ``captcha`` ImageCaptcha and
@@ -156,6 +157,55 @@ def pseudo_label_precision(name: str, n: int) -> list[dict]:
         rounds.append({"round": k, "kept": len(kept), "precision": right / len(kept) if kept else None,
                        "precision_nocase": right_nocase / len(kept) if kept else None})  # fmt: skip
     return rounds
+
+
+def shifted(inputs, dx: int = 3, dy: int = 1):
+    """A second view of a batch ``(N, C, H, W)``: moved ``dx`` right and ``dy`` down, the edge repeated."""
+    import numpy as np
+
+    out = np.roll(inputs, (dy, dx), axis=(2, 3))
+    out[:, :, :, :dx] = out[:, :, :, dx : dx + 1]
+    out[:, :, :dy, :] = out[:, :, dy : dy + 1, :]
+    return out
+
+
+def calibration(args: argparse.Namespace) -> int:
+    """How right the first-round models of ``targets`` are on the unlabelled pool at a confidence, alone and
+    when a shifted second view must read the same text (both views at or above it)."""
+    from models.charset import read_labels
+    from models.engine import load_engine
+    from models.preprocess import batches, prepare_batch
+    from models.report import md_table
+
+    rows = []
+    for name in args.sets:
+        for n in (200, 500):
+            first = ROOT / "runs" / "finetune" / f"le-{name}-{n}-target" / "round0"
+            model = next((p for p in first.glob("*") if (p / "model.onnx").is_file()), None)
+            if model is None:
+                print(f"{name} {n}: no first-round model (run targets first)", file=sys.stderr)
+                continue
+            pool = POOL / "unlabelled" / name
+            labelled = read_labels(pool / "labels.tsv").rows
+            engine = load_engine(model)
+            readings = []  # (confidence, confidence of both views, same text, right)
+            for chunk in batches(labelled, 64):
+                prepared = prepare_batch([pool / r.filename for r in chunk], engine.spec)
+                first, second = engine.predict_arrays(prepared.inputs), engine.predict_arrays(shifted(prepared.inputs))
+                views = zip(first, second, strict=True)
+                for index, (a, b) in zip(prepared.kept, views, strict=True):
+                    readings.append((a.confidence, min(a.confidence, b.confidence), a.text == b.text,
+                                     a.text == chunk[index].label))  # fmt: skip
+            cells = []
+            for both in (False, True):
+                for threshold in (0.95, 0.99):
+                    kept = [r[3] for r in readings if (r[1] >= threshold and r[2] if both else r[0] >= threshold)]
+                    cells.append(f"{len(kept):,} / {sum(kept) / len(kept):.1%}" if kept else "0")
+            rows.append([f"{name}, {n} labels", f"{sum(r[3] for r in readings) / len(readings):.1%}", *cells])
+    headers = ["first-round model", "reads (all)", "confidence >= 0.95", ">= 0.99", "both views >= 0.95, same text",
+               "both >= 0.99"]  # fmt: skip
+    print(md_table(headers, rows, [False] + [True] * 5))
+    return 0
 
 
 def check_pseudo(args: argparse.Namespace) -> int:
@@ -341,10 +391,18 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--minutes", type=float, default=15.0, help="time budget of each run (--minutes)")
     commands.add_parser("render", help="write the table into docs/finetune.md and the plot")
     commands.add_parser("check-pseudo", help="measure what the kept pseudo-labels were worth (the pool's labels)")
-    for sub in (maker, runner, targeter):
+    calibrator = commands.add_parser("calibration", help="how right the targets' first models are, per confidence")
+    for sub in (maker, runner, targeter, calibrator):
         sub.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     args = parser.parse_args(argv)
-    handlers = {"make": make, "run": run, "targets": targets, "render": render, "check-pseudo": check_pseudo}
+    handlers = {
+        "make": make,
+        "run": run,
+        "targets": targets,
+        "render": render,
+        "check-pseudo": check_pseudo,
+        "calibration": calibration,
+    }
     return handlers[args.command](args)
 
 
