@@ -190,6 +190,10 @@ def test_every_flag_has_help_in_its_group_and_old_names_still_work(capsys):
     new = train.parse_args(["--test-root", "t", "--validation-root", "v", "--test-every", "3"])[0]
     assert old == new and (new.test_root, new.validation_root, new.test_every) == ("t", "v", 3)
     assert [c.arch for c in train.parse_args(["--arch", "all"])] == ["vanilla_crnn", "crnn_resnet34", "svtr_tiny"]
+    assert train.parse_args(["--aug", "--aug-strength", "2"])[0].aug_strength == 2.0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--aug-strength", "0"])
+    assert "--aug-strength 0: above 0" in capsys.readouterr().err
     # a config.json written before the rename reads the same
     expected = dataclasses.replace(train.Config(), test_root="t", validation_root="v", test_every=3)
     assert train.config_from_dict({"val_root": "t", "select_root": "v", "val_every": 3, "gone": 1}) == expected
