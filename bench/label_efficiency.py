@@ -115,11 +115,17 @@ def finetune_run(name: str, n: int, minutes: float, unlabelled: bool, tag: str =
     return model, json.loads((model / "finetune.json").read_text(encoding="utf-8")), time.time() - started
 
 
+def first_round_model(model_name: str) -> Path | None:
+    """The model a fine-tuning run had after its first round (``runs/finetune/<name>/round0/<arch>``), if kept."""
+    round0 = ROOT / "runs" / "finetune" / model_name / "round0"
+    return next((p for p in round0.glob("*") if (p / "model.onnx").is_file()), None)
+
+
 def run_cell(name: str, n: int, minutes: float) -> dict:
     model, result, wall = finetune_run(name, n, minutes, unlabelled=True)
-    model_name = model.name
-    first = ROOT / "runs" / "finetune" / model_name / "round0"
-    first = next(p for p in first.iterdir() if (p / "model.onnx").is_file())
+    first = first_round_model(model.name)
+    if first is None:
+        raise SystemExit(f"error: {name} {n}: runs/finetune/{model.name}/round0 holds no model")
     return {
         "labels": n,
         "budget_minutes": minutes,
@@ -180,8 +186,7 @@ def calibration(args: argparse.Namespace) -> int:
     rows = []
     for name in args.sets:
         for n in (200, 500):
-            first = ROOT / "runs" / "finetune" / f"le-{name}-{n}-target" / "round0"
-            model = next((p for p in first.glob("*") if (p / "model.onnx").is_file()), None)
+            model = first_round_model(f"le-{name}-{n}-target")
             if model is None:
                 print(f"{name} {n}: no first-round model (run targets first)", file=sys.stderr)
                 continue
@@ -191,8 +196,8 @@ def calibration(args: argparse.Namespace) -> int:
             readings = []  # (confidence, confidence of both views, same text, right)
             for chunk in batches(labelled, 64):
                 prepared = prepare_batch([pool / r.filename for r in chunk], engine.spec)
-                first, second = engine.predict_arrays(prepared.inputs), engine.predict_arrays(shifted(prepared.inputs))
-                views = zip(first, second, strict=True)
+                plain, moved = engine.predict_arrays(prepared.inputs), engine.predict_arrays(shifted(prepared.inputs))
+                views = zip(plain, moved, strict=True)
                 for index, (a, b) in zip(prepared.kept, views, strict=True):
                     readings.append((a.confidence, min(a.confidence, b.confidence), a.text == b.text,
                                      a.text == chunk[index].label))  # fmt: skip
@@ -218,7 +223,7 @@ def check_pseudo(args: argparse.Namespace) -> int:
             cell["with_unlabelled"]["pseudo_labels"] = measured
             print(key, ", ".join(f"round {m['round']}: {m['kept']} kept, {m['precision']:.1%} right"
                                  for m in measured if m["kept"]), file=sys.stderr)  # fmt: skip
-    RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_results(data)
     return 0
 
 
@@ -226,6 +231,10 @@ def load_results() -> dict:
     if RESULTS.is_file():
         return json.loads(RESULTS.read_text(encoding="utf-8"))
     return {"command": "python bench/label_efficiency.py run", "base": BASE, "cells": {}}
+
+
+def save_results(data: dict) -> None:
+    RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -242,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
             cell = run_cell(name, n, args.minutes)
             cell["machine"] = results_file.machine()
             data["cells"][key] = cell
-            RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            save_results(data)
             a, b = cell["labels_only"], cell["with_unlabelled"]
             print(f"{key}: labels only {a['em_nocase']:.1%} ignoring case ({a['minutes']:.1f} min); "
                   f"+ unlabelled {b['em_nocase']:.1%} ({b['minutes']:.1f} min)", file=sys.stderr)  # fmt: skip
@@ -266,7 +275,7 @@ def targets(args: argparse.Namespace) -> int:
                     "budget_minutes": args.minutes, "minutes": wall / 60, "rounds": result["rounds"],
                     "machine": results_file.machine()}  # fmt: skip
             data["targets"][key] = cell
-            RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            save_results(data)
             print(f"{key}: {cell['em_nocase']:.1%} ignoring case, goal {goal:.0%} ({cell['minutes']:.1f} min)",
                   file=sys.stderr)  # fmt: skip
     return render(args)
@@ -357,19 +366,23 @@ def render(args: argparse.Namespace) -> int:
     some = next(iter(data["cells"].values()))["machine"]
     budgets = sorted({c.get("budget_minutes", 15.0) for c in data["cells"].values()})
     note = (f"Each run with a budget of {' / '.join(f'{b:g}' for b in budgets)} minutes (`--minutes`). "
-            f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}"
+            f"{measured_on(some)}"
             + ("; cells come from more than one machine" if len(machines) > 1 else "") + ".")  # fmt: skip
     block = f"{BEGIN}\n{table(data)}\n\n{note}\n{END}"
     text = replace_block(DOC.read_text(encoding="utf-8"), BEGIN, END, block)
     if data.get("targets"):
         some = next(iter(data["targets"].values()))["machine"]
-        targets_note = f"Measured on {some['cpu']} ({some['cores']} logical CPUs), {some['versions']}."
+        targets_note = f"{measured_on(some)}."
         text = replace_block(text, TARGETS_BEGIN, TARGETS_END,
                              f"{TARGETS_BEGIN}\n{targets_table(data)}\n\n{targets_note}\n{TARGETS_END}")  # fmt: skip
     DOC.write_text(text, encoding="utf-8")
     plot(data)
     print(block)
     return 0
+
+
+def measured_on(machine: dict) -> str:
+    return f"Measured on {machine['cpu']} ({machine['cores']} logical CPUs), {machine['versions']}"
 
 
 def replace_block(text: str, begin: str, end: str, block: str) -> str:
