@@ -165,21 +165,12 @@ def pseudo_label_precision(name: str, n: int) -> list[dict]:
     return rounds
 
 
-def shifted(inputs, dx: int = 3, dy: int = 1):
-    """A second view of a batch ``(N, C, H, W)``: moved ``dx`` right and ``dy`` down, the edge repeated."""
-    import numpy as np
-
-    out = np.roll(inputs, (dy, dx), axis=(2, 3))
-    out[:, :, :, :dx] = out[:, :, :, dx : dx + 1]
-    out[:, :, :dy, :] = out[:, :, dy : dy + 1, :]
-    return out
-
-
 def calibration(args: argparse.Namespace) -> int:
     """How right the first-round models of ``targets`` are on the unlabelled pool at a confidence, alone and
     when a shifted second view must read the same text (both views at or above it)."""
     from models.charset import read_labels
     from models.engine import load_engine
+    from models.finetune import shifted
     from models.preprocess import batches, prepare_batch
     from models.report import md_table
 

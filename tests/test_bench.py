@@ -149,16 +149,3 @@ def test_label_efficiency_table_and_pseudo_label_check(tmp_path, monkeypatch):
     text = le.targets_table({"targets": {"wheezy/500 alone": target}})
     assert "| wheezy | 500 alone | 93% | 94.0% | 90.0% | 14.2 of 15 | yes |" in text
     assert "| wheezy | 200 + 5,000 unlabelled | 95% | not run |" in text
-
-
-def test_label_efficiency_second_view_moves_the_image_and_repeats_the_edge():
-    import numpy as np
-
-    from bench.label_efficiency import shifted
-
-    batch = np.arange(2 * 1 * 4 * 6, dtype=np.float32).reshape(2, 1, 4, 6)
-    view = shifted(batch, dx=2, dy=1)
-    assert view.shape == batch.shape
-    assert np.array_equal(view[:, :, 1:, 2:], batch[:, :, :-1, :-2])  # moved right 2, down 1
-    assert np.array_equal(view[:, :, 1:, :2], np.repeat(batch[:, :, :-1, :1], 2, axis=3))  # left edge repeated
-    assert np.array_equal(view[:, :, 0, :], view[:, :, 1, :])  # top row repeated

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT
+from models.dataset import Sample
 from models.finetune import (
     MIN_LABELS,
     FinetuneError,
@@ -23,6 +24,7 @@ from models.finetune import (
     plan_for,
     precision_lower_bound,
     read_labelled,
+    shifted,
     unpack_zip,
 )
 from tools.tiny_dataset import make_dataset
@@ -135,6 +137,47 @@ def test_the_threshold_keeps_pseudo_labels_at_least_99_percent_right():
     confidences = [0.99] * 200 + [0.9] * 10
     correct = [True] * 200 + [False] * 10
     assert confidence_threshold(confidences, correct) == 0.99
+
+
+def test_the_second_view_moves_the_image_and_repeats_the_edge():
+    import numpy as np
+
+    batch = np.arange(2 * 1 * 4 * 6, dtype=np.float32).reshape(2, 1, 4, 6)
+    view = shifted(batch, dx=2, dy=1)
+    assert view.shape == batch.shape
+    assert np.array_equal(view[:, :, 1:, 2:], batch[:, :, :-1, :-2])  # moved right 2, down 1
+    assert np.array_equal(view[:, :, 1:, :2], np.repeat(batch[:, :, :-1, :1], 2, axis=3))  # left edge repeated
+    assert np.array_equal(view[:, :, 0, :], view[:, :, 1, :])  # top row repeated
+
+
+def test_pseudo_labels_need_both_views_to_agree_and_the_threshold_sees_the_same_rule(tmp_path, monkeypatch):
+    import numpy as np
+
+    import tools.finetune as tool
+    from models.engine import Prediction
+    from models.preprocess import InputSpec
+
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for path in paths:  # a left edge unlike column 3, so the fake engine can tell the shifted view apart
+        Image.fromarray(np.tile(np.arange(60, dtype=np.uint8) * 4, (20, 1))).save(path)
+    plain = [Prediction("ab", None, 0.99), Prediction("cd", None, 0.98), Prediction("ef", None, 0.97)]
+    moved = [Prediction("ab", None, 0.95), Prediction("cx", None, 0.99), Prediction("ef", None, 0.99)]
+
+    class TwoViews:
+        spec = InputSpec(32, 96, 1)
+
+        def predict_arrays(self, inputs):
+            return moved if np.array_equal(inputs[:, :, :, 0], inputs[:, :, :, 2]) else plain
+
+    monkeypatch.setattr(tool, "load_engine", lambda model: TwoViews())
+    kept = tool.pseudo_labels(tmp_path, paths, threshold=0.95)
+    assert [(s.path.name, s.label) for s in kept] == [("0.png", "ab"), ("2.png", "ef")]  # "cd" / "cx" disagree
+    assert [s.label for s in tool.pseudo_labels(tmp_path, paths, threshold=0.96)] == ["ef"]  # min(0.99, 0.95) < 0.96
+    validation = [Sample(p, label) for p, label in zip(paths, ["ab", "cz", "ef"], strict=True)]
+    threshold, evidence = tool.choose_threshold(tmp_path, validation)
+    assert threshold == 0.95  # the lower confidence of the two views; the wrong, disagreeing one counts as 0
+    assert evidence.startswith("2 of 2 readings")
+    assert [s.label for s in tool.pseudo_labels(tmp_path, paths, threshold=0.0)] == ["ab", "ef"]
 
 
 def test_cli_refuses_a_name_that_exists_and_writes_nothing(tmp_path):

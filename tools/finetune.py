@@ -6,8 +6,9 @@
 
 It holds out a validation slice, picks epochs, learning rate and augmentation from the number of labels
 (models/finetune.py), stops when validation stops improving, and extends the charset when the labels need it.
-With unlabelled images, the model labels them, keeps those above the confidence at which the validation slice's
-predictions are at least 99% right, retrains, and repeats while validation improves. The result goes to
+With unlabelled images, the model labels them (a shifted second view must read the same text), keeps those above
+the confidence at which the validation slice's readings are at least 99% right, retrains, and repeats while
+validation improves. The result goes to
 ``checkpoints/<name>/`` (model.onnx, model_int8.onnx, best.pt, a model card) only when everything worked: the run
 is staged in ``runs/finetune/<name>/`` and moved in at the end. The base model is only read.
 """
@@ -39,6 +40,7 @@ from models.finetune import (
     plan_for,
     precision_lower_bound,
     read_labelled,
+    shifted,
     unlabelled_images,
     unpack_zip,
 )
@@ -119,24 +121,35 @@ def train_round(cfg_values: dict, out: Path) -> Path:
     return out / cfg.arch
 
 
-def pseudo_labels(model: Path, images: list[Path], threshold: float) -> list[Sample]:
+def agreed_readings(model: Path, paths: list[Path]) -> list[tuple[Path, str, float]]:
+    """Each readable image's text, with the confidence the pseudo-label rule uses: a second view of the image
+    (shifted, :func:`models.finetune.shifted`) must read the same text, and the lower of the two confidences
+    counts; 0 where the views disagree (never kept as a pseudo-label)."""
     engine = load_engine(model)
-    kept = []
-    for chunk in batches(images, 64):
+    readings = []
+    for chunk in batches(paths, 64):
         prepared = prepare_batch(chunk, engine.spec)
-        for index, prediction in zip(prepared.kept, engine.predict_arrays(prepared.inputs), strict=True):
-            if prediction.text and prediction.confidence >= threshold:
-                kept.append(Sample(chunk[index], prediction.text, source="pseudo"))
-    return kept
+        plain = engine.predict_arrays(prepared.inputs)
+        moved = engine.predict_arrays(shifted(prepared.inputs))
+        for index, a, b in zip(prepared.kept, plain, moved, strict=True):
+            readings.append((chunk[index], a.text, min(a.confidence, b.confidence) if a.text == b.text else 0.0))
+    return readings
+
+
+def pseudo_labels(model: Path, images: list[Path], threshold: float) -> list[Sample]:
+    return [Sample(path, text, source="pseudo") for path, text, confidence in agreed_readings(model, images)
+            if text and confidence > 0 and confidence >= threshold]  # fmt: skip
 
 
 def choose_threshold(model: Path, validation: list[Sample]) -> tuple[float | None, str]:
     """The pseudo-label threshold, and what the validation slice says of it in words: how many readings at or
     above it were right, and the precision that count vouches for (a small slice cannot show 99%)."""
-    rows, _ = score_samples(load_engine(model), validation)
-    correct = [r.label == r.pred for r in rows]
-    threshold = confidence_threshold([r.confidence for r in rows], correct)
-    above = [ok for r, ok in zip(rows, correct, strict=True) if threshold is not None and r.confidence >= threshold]
+    labels = {s.path: s.label for s in validation}
+    readings = agreed_readings(model, [s.path for s in validation])
+    confidences = [confidence for _, _, confidence in readings]
+    correct = [text == labels[path] for path, text, _ in readings]
+    threshold = confidence_threshold(confidences, correct)
+    above = [ok for c, ok in zip(confidences, correct, strict=True) if threshold is not None and c >= threshold]
     evidence = (f"{sum(above)} of {len(above)} readings at or above it right on the validation slice, which "
                 f"vouches for at least {precision_lower_bound(sum(above), len(above)):.0%}")  # fmt: skip
     return threshold, evidence
