@@ -170,8 +170,7 @@ def calibration(args: argparse.Namespace) -> int:
     when a shifted second view must read the same text (both views at or above it)."""
     from models.charset import read_labels
     from models.engine import load_engine
-    from models.finetune import shifted
-    from models.preprocess import batches, prepare_batch
+    from models.finetune import read_twice
     from models.report import md_table
 
     rows = []
@@ -183,15 +182,10 @@ def calibration(args: argparse.Namespace) -> int:
                 continue
             pool = POOL / "unlabelled" / name
             labelled = read_labels(pool / "labels.tsv").rows
-            engine = load_engine(model)
-            readings = []  # (confidence, confidence of both views, same text, right)
-            for chunk in batches(labelled, 64):
-                prepared = prepare_batch([pool / r.filename for r in chunk], engine.spec)
-                plain, moved = engine.predict_arrays(prepared.inputs), engine.predict_arrays(shifted(prepared.inputs))
-                views = zip(plain, moved, strict=True)
-                for index, (a, b) in zip(prepared.kept, views, strict=True):
-                    readings.append((a.confidence, min(a.confidence, b.confidence), a.text == b.text,
-                                     a.text == chunk[index].label))  # fmt: skip
+            truth = {pool / r.filename: r.label for r in labelled}
+            # (confidence, confidence of both views, same text, right)
+            readings = [(a.confidence, min(a.confidence, b.confidence), a.text == b.text, a.text == truth[path])
+                        for path, a, b in read_twice(load_engine(model), list(truth))]  # fmt: skip
             cells = []
             for both in (False, True):
                 for threshold in (0.95, 0.99):

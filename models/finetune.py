@@ -18,7 +18,7 @@ import numpy as np
 
 from .charset import IMAGE_SUFFIXES, normalize_label
 from .dataset import Sample, image_dir_of, read_folder
-from .preprocess import ImageError, load_image
+from .preprocess import ImageError, batches, load_image, prepare_batch
 
 MIN_LABELS = 20  # below this the validation slice cannot tell a better epoch from a worse one
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -189,6 +189,17 @@ def shifted(inputs: np.ndarray, dx: int = 3, dy: int = 1) -> np.ndarray:
     out[:, :, :, :dx] = out[:, :, :, dx : dx + 1]
     out[:, :, :dy, :] = out[:, :, dy : dy + 1, :]
     return out
+
+
+def read_twice(engine, paths: list[Path], batch: int = 64):
+    """Yield ``(path, plain, moved)`` for each readable image of ``paths``: ``engine``'s predictions of the image
+    and of its :func:`shifted` view."""
+    for chunk in batches(paths, batch):
+        prepared = prepare_batch(chunk, engine.spec)
+        plain = engine.predict_arrays(prepared.inputs)
+        moved = engine.predict_arrays(shifted(prepared.inputs))
+        for index, a, b in zip(prepared.kept, plain, moved, strict=True):
+            yield chunk[index], a, b
 
 
 def unlabelled_images(folder: Path) -> list[Path]:

@@ -8,9 +8,9 @@ It holds out a validation slice, picks epochs, learning rate and augmentation fr
 (models/finetune.py), stops when validation stops improving, and extends the charset when the labels need it.
 With unlabelled images, the model labels them (a shifted second view must read the same text), keeps those above
 the confidence at which the validation slice's readings are at least 99% right, retrains, and repeats while
-validation improves. The result goes to
-``checkpoints/<name>/`` (model.onnx, model_int8.onnx, best.pt, a model card) only when everything worked: the run
-is staged in ``runs/finetune/<name>/`` and moved in at the end. The base model is only read.
+validation improves. The result goes to ``checkpoints/<name>/`` (model.onnx, model_int8.onnx, best.pt, a model
+card) only when everything worked: the run is staged in ``runs/finetune/<name>/`` and moved in at the end. The
+base model is only read.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from models.finetune import (
     plan_for,
     precision_lower_bound,
     read_labelled,
-    shifted,
+    read_twice,
     unlabelled_images,
     unpack_zip,
 )
@@ -125,15 +125,8 @@ def agreed_readings(model: Path, paths: list[Path]) -> list[tuple[Path, str, flo
     """Each readable image's text, with the confidence the pseudo-label rule uses: a second view of the image
     (shifted, :func:`models.finetune.shifted`) must read the same text, and the lower of the two confidences
     counts; 0 where the views disagree (never kept as a pseudo-label)."""
-    engine = load_engine(model)
-    readings = []
-    for chunk in batches(paths, 64):
-        prepared = prepare_batch(chunk, engine.spec)
-        plain = engine.predict_arrays(prepared.inputs)
-        moved = engine.predict_arrays(shifted(prepared.inputs))
-        for index, a, b in zip(prepared.kept, plain, moved, strict=True):
-            readings.append((chunk[index], a.text, min(a.confidence, b.confidence) if a.text == b.text else 0.0))
-    return readings
+    return [(path, a.text, min(a.confidence, b.confidence) if a.text == b.text else 0.0)
+            for path, a, b in read_twice(load_engine(model), paths)]  # fmt: skip
 
 
 def pseudo_labels(model: Path, images: list[Path], threshold: float) -> list[Sample]:
