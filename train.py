@@ -54,6 +54,7 @@ from models.preprocess import InputSpec
 from models.registry import ARCH_NAMES, build_model, default_arch_args, default_channels
 from models.report import Scored, format_table, group_table, sample_lines
 from models.training import (
+    WeightAverage,
     append_metrics_row,
     autocast,
     cpu_runs_bf16,
@@ -106,6 +107,8 @@ class Config:
     weight_decay: float = 1e-4  # AdamW weight decay, on the parameters the model does not exempt (norms, biases)
     warmup: float = 0.5  # linear warm-up length in epochs, then cosine down to lr * 0.01
     clip: float = 5.0  # gradient-norm clipping threshold
+    ema: float = 0.0  # validate and save an exponential moving average of the weights with this decay per step
+    #                   (e.g. 0.99) instead of the weights themselves; 0 = off
     distill: float = 1.0  # weight of the frame-wise KL divergence to --teacher, added to the CTC loss
     amp: str = "auto"  # auto: fp16/bf16 on CUDA, off on CPU; bf16: bf16 autocast on CPU too; off: fp32
     channels_last: bool = False  # channels-last memory format for the conv models (faster on some CPUs)
@@ -177,6 +180,8 @@ def parse_args(argv: list[str] | None = None) -> list[Config]:
     args = parser.parse_args(argv)
     if args.arch != "all" and args.arch not in ARCH_NAMES:
         parser.error(f"--arch must be one of {', '.join(ARCH_NAMES)} or all")
+    if not 0 <= args.ema < 1:
+        parser.error(f"--ema {args.ema:g}: a decay per step, at least 0 (off) and below 1, e.g. 0.99")
     if args.aug_strength <= 0:
         parser.error(
             f"--aug-strength {args.aug_strength:g}: above 0 (1 is the default, 2 applies each one twice as often)"
@@ -377,6 +382,11 @@ class Run:
     start_epoch: int = 1
     best: dict | None = None  # {"em", "cer", "epoch"} of the best validation result so far
     bad_steps: int = 0  # non-finite losses in a row, across epoch ends: a short epoch must not hide them
+    ema: WeightAverage | None = None  # --ema: the averaged weights, validated and saved as best.pt
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.model if self.ema else self.model
 
 
 def wrap_for_training(model: torch.nn.Module, cfg: Config, world: int, device: torch.device) -> torch.nn.Module:
@@ -437,7 +447,8 @@ def set_up(cfg: Config) -> Run:
     scheduler = warmup_cosine(optimizer, max(1, int(cfg.warmup * steps_per_epoch)), cfg.epochs * steps_per_epoch)
     run = Run(cfg, rank, world, device, out_dir, spec, splits, model, wrap_for_training(model, cfg, world, device),
               meta, teacher, optimizer, scheduler, grad_scaler(cfg.amp, device), loader, generator, parameters,
-              best={"em": -1.0, "cer": float("inf"), "epoch": 0})  # fmt: skip
+              best={"em": -1.0, "cer": float("inf"), "epoch": 0},
+              ema=WeightAverage(model, cfg.ema) if cfg.ema else None)  # fmt: skip
     if start.resume:
         resume_training_state(run, start.resume["training"])
     if rank == 0 and not cfg.dry_run:
@@ -452,6 +463,10 @@ def resume_training_state(run: Run, training: dict) -> None:
     run.scheduler.load_state_dict(training["scheduler"])
     run.scaler.load_state_dict(training["scaler"])
     run.start_epoch, run.best = training["epoch"] + 1, training["best"]
+    if run.ema and "ema" in training:
+        run.ema.load_state_dict(training["ema"])
+    elif run.ema:
+        log(run.rank, "--ema: last.pt holds no averaged weights; the average starts from its weights")
     set_rng_state(training["rng"])
     log(run.rank, f"resumed from {run.out_dir / 'last.pt'}: epoch {training['epoch']} done, "
                   f"best EM {run.best['em']:.4f}")  # fmt: skip
@@ -489,6 +504,8 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             continue
         run.bad_steps = 0
         run.scheduler.step()
+        if run.ema:
+            run.ema.update(run.model)
         seen, loss_sum, loss_n = seen + images.shape[0], loss_sum + loss.item(), loss_n + 1
         bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.2e}", refresh=False)
         if cfg.dry_run:
@@ -508,18 +525,21 @@ def evaluate(run: Run, samples: list[Sample], desc: str) -> tuple[list[Scored], 
     """Predict every sample with models.evaluation's scoring; returns the rows and the number of unreadable images."""
     cfg, device = run.cfg, run.device
 
+    model = run.eval_model
+
     def predict(inputs: np.ndarray) -> list:
         with autocast(cfg.amp, device):
-            logits = run.model(to_device(torch.from_numpy(inputs), device, cfg.channels_last))
+            logits = model(to_device(torch.from_numpy(inputs), device, cfg.channels_last))
         return greedy_decode(logits.float().cpu().numpy(), run.splits.charset)
 
     batch = max(64, cfg.batch)
     errors: list[str] = []
-    run.model.eval()
+    model.eval()
     batches = loader_batches(samples, run.spec, batch, cfg.num_workers, errors)
     rows = score(predict, tqdm(batches, desc=desc, total=math.ceil(len(samples) / batch), leave=False,
                                dynamic_ncols=True))  # fmt: skip
-    run.model.train()
+    if model is run.model:
+        model.train()
     return rows, len(errors)
 
 
@@ -563,8 +583,10 @@ def save_epoch(run: Run, epoch: int, row: dict, validation: dict, test: dict | N
         "scaler": run.scaler.state_dict(), "epoch": epoch, "best": run.best, "config": asdict(run.cfg),
         "rng": rng_state(),
     }  # fmt: skip
+    if run.ema:
+        state["ema"] = run.ema.state_dict()
     if improved:
-        save_checkpoint(run.out_dir / "best.pt", run.model, run.meta)
+        save_checkpoint(run.out_dir / "best.pt", run.eval_model, run.meta)
     append_metrics_row(run.out_dir / "metrics.csv", row)
     save_checkpoint(run.out_dir / "last.pt", run.model, run.meta, training=state)
     plot_curves(run.out_dir / "metrics.csv", run.out_dir / "curves.png")

@@ -106,6 +106,7 @@ def read_labelled(data: Path, max_label_len: int) -> list[Sample]:
 
 
 FINETUNE_LR = 2e-3  # AdamW peak learning rate of every round; chosen by the runs in docs/finetune.md
+FINETUNE_EMA = 0.99  # decay per step of the averaged weights each round validates and keeps (train.py --ema)
 
 
 def plan_for(samples: list[Sample], seed: int = 0) -> Plan:

@@ -5,6 +5,7 @@ the step that is benchmarked is the step that trains.
 
 from __future__ import annotations
 
+import copy
 import csv
 import math
 import random
@@ -97,6 +98,38 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights (``train.py --ema``), updated after every step and
+    evaluated and saved in place of the weights the optimizer moves. The decay ramps up as ``(1 + n) / (10 + n)``
+    over the first steps, so a short run is not dominated by its starting weights; integer buffers (batch-norm
+    counters) are copied."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay {decay:g}: above 0 and below 1 (e.g. 0.99)")
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if average.dtype.is_floating_point:
+                average.lerp_(current.to(average.dtype), 1 - decay)
+            else:
+                average.copy_(current)
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "weights": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.model.load_state_dict(state["weights"])
 
 
 def load_with_grown_head(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

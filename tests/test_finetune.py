@@ -16,6 +16,7 @@ from PIL import Image
 from helpers import ROOT
 from models.dataset import Sample
 from models.finetune import (
+    FINETUNE_EMA,
     MIN_LABELS,
     FinetuneError,
     check_name,
@@ -189,6 +190,9 @@ def test_cli_refuses_a_name_that_exists_and_writes_nothing(tmp_path):
     out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(data), "--name", "new", "--lr", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "--lr 0: a learning rate" in out.stderr
+    out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(data), "--name", "new", "--ema", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "--ema 1: a decay per step" in out.stderr
     assert not (ROOT / "checkpoints" / "new").exists()
 
 
@@ -250,6 +254,7 @@ def test_finetune_with_self_training_end_to_end_and_served_by_the_api(tmp_path):
     assert len(result["rounds"]) >= 2 and result["rounds"][1].startswith("Self-training round 1")
     card = (target / "README.md").read_text(encoding="utf-8")
     assert "validation" in card.lower() and "python tools/finetune.py" in card
+    assert json.loads((target / "config.json").read_text(encoding="utf-8"))["ema"] == FINETUNE_EMA  # averaged
     assert not list(checkpoints.glob(".*partial"))
     assert (ROOT / "checkpoints" / "vanilla_crnn").is_dir() and not (ROOT / "checkpoints" / name).exists()
 

@@ -68,23 +68,59 @@ def test_patience_stops_when_validation_stops_improving(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_kill_then_resume_is_exact(tiny_data, tmp_path):
     reference, interrupted = tmp_path / "ref", tmp_path / "int"
-    run(train_cmd(tiny_data, reference, "--epochs", "4"))
+    run(train_cmd(tiny_data, reference, "--epochs", "4", "--ema", "0.9"))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = kill_after_epochs(
-        train_cmd(tiny_data, interrupted, "--epochs", "4"), interrupted / "vanilla_crnn", 2, env=env
+        train_cmd(tiny_data, interrupted, "--epochs", "4", "--ema", "0.9"), interrupted / "vanilla_crnn", 2, env=env
     )
     assert 1 <= done < 4
     for checkpoint in (interrupted / "vanilla_crnn").glob("*.pt"):
         load_model(checkpoint)  # a kill never leaves a half-written checkpoint
 
-    run(train_cmd(tiny_data, interrupted, "--epochs", "4", "--resume"))
+    run(train_cmd(tiny_data, interrupted, "--epochs", "4", "--ema", "0.9", "--resume"))
     rows = metrics_rows(interrupted / "vanilla_crnn" / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]  # no epoch lost or repeated
-    ref_state = read_checkpoint(reference / "vanilla_crnn" / "last.pt")["state_dict"]
-    new_state = read_checkpoint(interrupted / "vanilla_crnn" / "last.pt")["state_dict"]
-    for key, value in ref_state.items():
-        assert torch.equal(value, new_state[key]), f"{key} differs after resume"
+    ref = read_checkpoint(reference / "vanilla_crnn" / "last.pt")
+    new = read_checkpoint(interrupted / "vanilla_crnn" / "last.pt")
+    for key, value in ref["state_dict"].items():
+        assert torch.equal(value, new["state_dict"][key]), f"{key} differs after resume"
+    assert ref["training"]["ema"]["updates"] == new["training"]["ema"]["updates"]
+    for key, value in ref["training"]["ema"]["weights"].items():
+        assert torch.equal(value, new["training"]["ema"]["weights"][key]), f"averaged {key} differs after resume"
+
+
+def test_weight_average_ramps_up_and_copies_counters():
+    from models.training import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    start = model[0].weight.detach().clone()
+    average = WeightAverage(model, 0.9)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    average.update(model)  # first step: decay (1 + 1) / (10 + 1), so the average moves 9/11 of the way
+    assert torch.allclose(average.model[0].weight, start + 9 / 11)
+    assert average.model[1].num_batches_tracked.item() == 7  # counters are copied, not averaged
+    for _ in range(200):
+        average.update(model)
+    assert torch.allclose(average.model[0].weight, model[0].weight, atol=1e-6)  # it converges to fixed weights
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    average.update(model)  # later steps: the decay is capped at 0.9
+    assert torch.allclose(average.model[0].weight, model[0].weight - 0.9, atol=1e-5)
+    assert not any(p.requires_grad for p in average.model.parameters())
+    with pytest.raises(ValueError, match="EMA decay 1"):
+        WeightAverage(model, 1.0)
+
+
+def test_ema_is_what_is_validated_and_saved_as_best(tiny_data, tmp_path):
+    run(train_cmd(tiny_data, tmp_path, "--epochs", "1", "--ema", "0.5", "--limit-train", "64"))
+    best = read_checkpoint(tmp_path / "vanilla_crnn" / "best.pt")["state_dict"]  # one epoch: it is the best
+    last = read_checkpoint(tmp_path / "vanilla_crnn" / "last.pt")
+    averaged, raw = last["training"]["ema"]["weights"], last["state_dict"]
+    assert all(torch.equal(best[key], averaged[key]) for key in best)
+    assert any(not torch.equal(best[key], raw[key]) for key in best if best[key].dtype.is_floating_point)
 
 
 @pytest.mark.slow
@@ -194,6 +230,10 @@ def test_every_flag_has_help_in_its_group_and_old_names_still_work(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--aug-strength", "0"])
     assert "--aug-strength 0: above 0" in capsys.readouterr().err
+    assert train.parse_args(["--ema", "0.99"])[0].ema == 0.99 and train.Config().ema == 0
+    with pytest.raises(SystemExit):
+        train.parse_args(["--ema", "1"])
+    assert "--ema 1: a decay per step" in capsys.readouterr().err
     # a config.json written before the rename reads the same
     expected = dataclasses.replace(train.Config(), test_root="t", validation_root="v", test_every=3)
     assert train.config_from_dict({"val_root": "t", "select_root": "v", "val_every": 3, "gone": 1}) == expected

@@ -30,6 +30,7 @@ from models.checkpoint import LoadedModel, load_model
 from models.dataset import Sample
 from models.engine import load_engine
 from models.finetune import (
+    FINETUNE_EMA,
     FINETUNE_LR,
     Budget,
     FinetuneError,
@@ -212,10 +213,14 @@ def finetune(
     minutes: float = MINUTES,
     freeze: int = FREEZE,
     lr: float | None = None,
+    ema: float = FINETUNE_EMA,
 ) -> Path:
     started = time.time()
     if lr is not None and not 0 < lr < 1:
         raise FinetuneError(f"--lr {lr:g}: a learning rate is above 0 and below 1 (the default is {FINETUNE_LR:g})")
+    if not 0 <= ema < 1:
+        raise FinetuneError(f"--ema {ema:g}: a decay per step, at least 0 (off) and below 1 (the default is "
+                            f"{FINETUNE_EMA:g})")  # fmt: skip
     target = check_name(name, CHECKPOINTS)
     base_pt = resolve_base(base)
     base_model = load_model(base_pt)
@@ -242,7 +247,7 @@ def finetune(
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
-                  patience=budget.patience, freeze=freeze, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
+                  patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
                   init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
@@ -299,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lr", type=float, help=f"peak learning rate of each round (default {FINETUNE_LR:g})")
     parser.add_argument(
+        "--ema", type=float, default=FINETUNE_EMA,
+        help="decay per step of the averaged weights that are validated and kept; 0 = off (default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--minutes",
         type=float,
         default=MINUTES,
@@ -308,7 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/finetune.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         finetune(
-            args.data, args.name, args.unlabelled, args.base, args.seed, command, args.minutes, args.freeze, args.lr
+            args.data,
+            args.name,
+            args.unlabelled,
+            args.base,
+            args.seed,
+            command,
+            args.minutes,
+            args.freeze,
+            args.lr,
+            args.ema,
         )
     except FinetuneError as e:
         print(f"error: {e}", file=sys.stderr)
