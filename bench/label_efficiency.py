@@ -250,6 +250,8 @@ def targets(args: argparse.Namespace) -> int:
     data.setdefault("targets", {})
     for name in args.sets:
         for setting, (n, unlabelled, goal) in TARGETS.items():
+            if setting not in args.settings:
+                continue
             key = f"{name}/{setting}"
             if key in data["targets"] and not args.force:
                 print(f"{key}: done already (--force to run it again)", file=sys.stderr)
@@ -384,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = commands.add_parser("run", help="fine-tune and score the cells not done yet")
     runner.add_argument("--labels", type=int, nargs="+", default=list(LABELS), choices=LABELS)
     targeter = commands.add_parser("targets", help="run 500 labels alone and 200 + 5,000 unlabelled, each alone")
+    targeter.add_argument("--settings", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     for sub in (runner, targeter):
         sub.add_argument("--force", action="store_true", help="run cells again that are done")
         sub.add_argument("--minutes", type=float, default=15.0, help="time budget of each run (--minutes)")

@@ -131,31 +131,45 @@ class Budget:
     round_steps: int
     minutes: float
     patience: int
+    final_steps: int = 0  # the final round on every label, validation slice included (at least this many)
 
     def describe(self, rounds: int) -> str:
         extra = f", then up to {rounds} self-training rounds of {self.round_steps:,} image-steps" if rounds else ""
-        return f"{self.first_epochs} epochs first{extra}; about {self.minutes:.0f} minutes at most"
+        return (f"{self.first_epochs} epochs first{extra}, then a final round on every label (at least "
+                f"{self.final_steps:,} image-steps); about {self.minutes:.0f} minutes at most")  # fmt: skip
 
 
 TRAINING_SHARE = 0.8  # of the time budget spent in training steps (the rest: validation, export, pseudo-labels)
 LOADING_FACTOR = 0.7  # measured step speed -> speed with augmentation and data loading
 READING_SPEEDUP = 3.0  # pseudo-labelling (inference) images/s per training images/s, conservatively
+FINAL_SHARE = 0.15  # of the training steps kept for the final round on every label
+FINAL_EPOCHS = 10  # at most, in the final round (at a quarter of the learning rate)
 
 
 def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unlabelled: int = 0) -> Budget:
     """Cut the plan to ``minutes`` of wall time at the measured training speed. Reading the ``unlabelled`` images
-    once per self-training round comes off the budget first (at :data:`READING_SPEEDUP` times the training speed).
-    Without self-training the first round has the rest; with it, the first round gets 40% and each of the
+    once per self-training round comes off the budget first (at :data:`READING_SPEEDUP` times the training speed),
+    then :data:`FINAL_SHARE` of the steps for the final round on every label. Without self-training the first round has the rest; with it, the first round gets 40% and each of the
     ``rounds`` self-training rounds an equal share of what is left. The first round keeps at least 2 epochs,
     however slow the machine. Patience is the plan's, or a third of the first round's epochs if that is more: a
     validation slice of 10-15 images is noisy."""
     reading_s = rounds * unlabelled / max(1e-6, images_per_s * READING_SPEEDUP)
     seconds = max(minutes * 60 * 0.25, minutes * 60 - reading_s)
     steps = seconds * TRAINING_SHARE * images_per_s * LOADING_FACTOR
+    final_steps = int(steps * FINAL_SHARE)
+    steps -= final_steps
     first_share = 0.4 if rounds else 1.0
     first = max(2, min(plan.epochs, int(steps * first_share // max(1, len(plan.train)))))
     round_steps = int(steps * (1 - first_share) / rounds) if rounds else 0
-    return Budget(first, round_steps, minutes, max(plan.patience, first // 3))
+    return Budget(first, round_steps, minutes, max(plan.patience, first // 3), final_steps)
+
+
+def final_epochs(n_labels: int, budget: Budget, seconds_left: float, images_per_s: float) -> int:
+    """Epochs of the final round on ``n_labels`` (labels, validation slice and kept pseudo-labels): the steps kept
+    for it, or those the time left affords if more (early stopping leaves time), at least 1 and at most
+    :data:`FINAL_EPOCHS`."""
+    affordable = max(0.0, seconds_left) * TRAINING_SHARE * images_per_s * LOADING_FACTOR
+    return int(min(FINAL_EPOCHS, max(1, max(budget.final_steps, affordable) // max(1, n_labels))))
 
 
 # ---------------------------------------------------------------- self-training: pseudo-labels kept by confidence

@@ -11,16 +11,20 @@ import sys
 import zipfile
 
 import pytest
+import torch
 from PIL import Image
 
 from helpers import ROOT
+from models.checkpoint import read_checkpoint
 from models.dataset import Sample
 from models.finetune import (
     FINETUNE_EMA,
     MIN_LABELS,
+    Budget,
     FinetuneError,
     check_name,
     confidence_threshold,
+    final_epochs,
     fit_budget,
     plan_for,
     precision_lower_bound,
@@ -99,19 +103,27 @@ def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
     assert fast.first_epochs == plan.epochs and fast.round_steps == 0  # the data's plan fits: nothing cut
     assert fast.patience == max(plan.patience, plan.epochs // 3)
     slow = fit_budget(plan, images_per_s=1, minutes=15, rounds=0)
-    assert slow.first_epochs == int(15 * 60 * 0.8 * 0.7 / 85) < plan.epochs
+    steps = 15 * 60 * 0.8 * 0.7
+    assert slow.final_steps == int(steps * 0.15)  # kept for the final round on every label
+    assert slow.first_epochs == int((steps - slow.final_steps) / 85) < plan.epochs
     assert fit_budget(plan, images_per_s=0.01, minutes=1, rounds=0).first_epochs == 2  # never below 2 epochs
     shared = fit_budget(plan, images_per_s=1, minutes=15, rounds=3)
     assert shared.first_epochs < slow.first_epochs
-    steps = 15 * 60 * 0.8 * 0.7
-    assert shared.first_epochs * 85 + 3 * shared.round_steps <= steps  # the rounds fit in what is left
+    assert shared.first_epochs * 85 + 3 * shared.round_steps + shared.final_steps <= steps  # every round fits
     reading = fit_budget(plan, images_per_s=1, minutes=15, rounds=3, unlabelled=100)  # 3 rounds x 100 images at 3/s
-    assert reading.round_steps == int((15 * 60 - 100) * 0.8 * 0.7 * 0.6 / 3)
+    reading_steps = (15 * 60 - 100) * 0.8 * 0.7
+    assert reading.round_steps == int((reading_steps - int(reading_steps * 0.15)) * 0.6 / 3)
+
+
+def test_the_final_round_gets_its_share_or_the_time_left_within_bounds():
+    budget = Budget(first_epochs=10, round_steps=0, minutes=15, patience=4, final_steps=1000)
+    assert final_epochs(100, budget, seconds_left=0, images_per_s=40) == 10  # its share: 1,000 steps, capped at 10
+    assert final_epochs(400, budget, seconds_left=0, images_per_s=40) == 2  # its share on more labels
+    assert final_epochs(5000, budget, seconds_left=-30, images_per_s=40) == 1  # never below one epoch
+    assert final_epochs(400, budget, seconds_left=100, images_per_s=40) == 5  # time left: 100 * 0.8 * 40 * 0.7 steps
 
 
 def test_freeze_keeps_the_first_convolutions_fixed():
-    import torch
-
     from models.training import freeze_first_convs
     from models.vanilla_crnn import VanillaCRNN
 
@@ -241,6 +253,8 @@ def test_finetune_with_self_training_end_to_end_and_served_by_the_api(tmp_path):
         out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(archive), "--name", name,
                               "--unlabelled", str(unlabelled), "--minutes", "3"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+        last = ROOT / "runs" / "finetune" / name / "final" / "vanilla_crnn" / "last.pt"
+        final_average = read_checkpoint(last)["training"]["ema"]["weights"] if last.is_file() else None
     finally:
         shutil.rmtree(ROOT / "runs" / "finetune" / name, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -251,7 +265,10 @@ def test_finetune_with_self_training_end_to_end_and_served_by_the_api(tmp_path):
     }
     result = json.loads((target / "finetune.json").read_text(encoding="utf-8"))
     assert result["rounds"][0].startswith("Fine-tuned on")
-    assert len(result["rounds"]) >= 2 and result["rounds"][1].startswith("Self-training round 1")
+    assert len(result["rounds"]) >= 3 and result["rounds"][1].startswith("Self-training round 1")
+    assert result["rounds"][-1].startswith("Final round") and "all" in result["rounds"][-1]
+    kept = read_checkpoint(checkpoints / name / "best.pt")["state_dict"]  # the final round's last epoch, averaged
+    assert final_average is not None and all(torch.equal(kept[key], final_average[key]) for key in kept)
     card = (target / "README.md").read_text(encoding="utf-8")
     assert "validation" in card.lower() and "python tools/finetune.py" in card
     assert json.loads((target / "config.json").read_text(encoding="utf-8"))["ema"] == FINETUNE_EMA  # averaged

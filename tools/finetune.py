@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from models.charset import Charset, write_labels
-from models.checkpoint import LoadedModel, load_model
+from models.checkpoint import LoadedModel, load_model, read_checkpoint, save_checkpoint
 from models.dataset import Sample
 from models.engine import load_engine
 from models.finetune import (
@@ -37,6 +37,7 @@ from models.finetune import (
     Plan,
     check_name,
     confidence_threshold,
+    final_epochs,
     fit_budget,
     plan_for,
     precision_lower_bound,
@@ -120,6 +121,20 @@ def train_round(cfg_values: dict, out: Path) -> Path:
     cfg = Config(**{**cfg_values, "out": str(out)})
     train(cfg)
     return out / cfg.arch
+
+
+def keep_last_epoch(folder: Path) -> Path:
+    """The final round has no unseen images to choose an epoch on, so its last epoch (the averaged weights, where
+    it averaged) becomes best.pt and model.onnx; returns ``folder``."""
+    from models.export import export_onnx
+
+    last = load_model(folder / "last.pt")
+    averaged = read_checkpoint(folder / "last.pt")["training"].get("ema")
+    if averaged:
+        last.model.load_state_dict(averaged["weights"])
+    save_checkpoint(folder / "best.pt", last.model, last.meta)
+    export_onnx(folder / "best.pt", folder / "model.onnx")
+    return folder
 
 
 def agreed_readings(model: Path, paths: list[Path]) -> list[tuple[Path, str, float]]:
@@ -251,6 +266,7 @@ def finetune(
                   init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
+    best_train = plan.train  # the labels (and pseudo-labels) the kept model was trained on
     seconds = [round(time.time() - started, 1)]  # elapsed at the end of each round
     rounds = [f"Fine-tuned on {len(plan.train)} labelled images: validation exact match {best['em']:.1%}."]
     for k in range(1, MAX_ROUNDS + 1) if images else ():
@@ -272,7 +288,15 @@ def finetune(
         if (score["em"], -score["cer"]) <= (best["em"], -best["cer"]):
             rounds[-1] += " Not better: the previous round is kept."
             break
-        best_dir, best = candidate, score
+        best_dir, best, best_train = candidate, score, plan.train + pseudo
+    n_all = len(best_train) + len(plan.validation)
+    epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - 60, speed)  # 60 s: export, int8
+    every = write_split(work / "train_all", best_train + plan.validation)
+    best_dir = keep_last_epoch(train_round({**values, "train_root": str(every), "init": str(best_dir / "best.pt"),
+                                            "epochs": epochs, "lr": plan.lr / 4, "patience": 0}, work / "final"))  # fmt: skip
+    seconds.append(round(time.time() - started, 1))
+    rounds.append(f"Final round: {epochs} epochs on all {n_all} labels, the validation slice included (so the "
+                  "validation score above is the last one measured on images the model had not learned).")  # fmt: skip
     staging = CHECKPOINTS / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
