@@ -149,8 +149,9 @@ FINAL_EPOCHS = 10  # at most, in the final round (at a quarter of the learning r
 def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unlabelled: int = 0) -> Budget:
     """Cut the plan to ``minutes`` of wall time at the measured training speed. Reading the ``unlabelled`` images
     once per self-training round comes off the budget first (at :data:`READING_SPEEDUP` times the training speed),
-    then :data:`FINAL_SHARE` of the steps for the final round on every label. Without self-training the first round has the rest; with it, the first round gets 40% and each of the
-    ``rounds`` self-training rounds an equal share of what is left. The first round keeps at least 2 epochs,
+    then :data:`FINAL_SHARE` of the steps for the final round on every label. Without self-training the first
+    round has the rest; with it, the first round gets 40% and each of the ``rounds`` self-training rounds an equal
+    share of what is left. The first round keeps at least 2 epochs,
     however slow the machine. Patience is the plan's, or a third of the first round's epochs if that is more: a
     validation slice of 10-15 images is noisy."""
     reading_s = rounds * unlabelled / max(1e-6, images_per_s * READING_SPEEDUP)

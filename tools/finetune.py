@@ -262,8 +262,8 @@ def finetune(
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
-                  patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32, amp=amp, num_workers=1, seed=seed,
-                  init=str(base_pt), print_samples=0)  # fmt: skip
+                  patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32, amp=amp, num_workers=1,
+                  seed=seed, init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
     best_train = plan.train  # the labels (and pseudo-labels) the kept model was trained on
@@ -292,8 +292,9 @@ def finetune(
     n_all = len(best_train) + len(plan.validation)
     epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - 60, speed)  # 60 s: export, int8
     every = write_split(work / "train_all", best_train + plan.validation)
-    best_dir = keep_last_epoch(train_round({**values, "train_root": str(every), "init": str(best_dir / "best.pt"),
-                                            "epochs": epochs, "lr": plan.lr / 4, "patience": 0}, work / "final"))  # fmt: skip
+    final = {**values, "train_root": str(every), "init": str(best_dir / "best.pt"), "epochs": epochs,
+             "lr": plan.lr / 4, "patience": 0}  # fmt: skip
+    best_dir = keep_last_epoch(train_round(final, work / "final"))
     seconds.append(round(time.time() - started, 1))
     rounds.append(f"Final round: {epochs} epochs on all {n_all} labels, the validation slice included (so the "
                   "validation score above is the last one measured on images the model had not learned).")  # fmt: skip
