@@ -41,6 +41,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from models.augment import PRESETS as AUG_PRESETS
 from models.augment import build_augment
 from models.charset import Charset
 from models.checkpoint import LoadedModel, load_model, read_checkpoint, save_checkpoint
@@ -86,6 +87,7 @@ class Config:
     limit_train: int = 0  # use only the first N training samples (0 = all)
     aug: bool = False  # train-only augmentation (albumentations)
     aug_strength: float = 1.0  # with --aug: scales how often each augmentation is applied (2 = twice as often)
+    aug_preset: str = "mild"  # with --aug: mild (large sets) or strong (a few hundred labels; see models/augment.py)
     num_workers: int = 1  # data-loading processes
     # -- model
     arch: str = "vanilla_crnn"  # one of vanilla_crnn, crnn_resnet34, svtr_tiny, or all (one after another)
@@ -182,6 +184,8 @@ def parse_args(argv: list[str] | None = None) -> list[Config]:
         parser.error(f"--arch must be one of {', '.join(ARCH_NAMES)} or all")
     if not 0 <= args.ema < 1:
         parser.error(f"--ema {args.ema:g}: a decay per step, at least 0 (off) and below 1, e.g. 0.99")
+    if args.aug_preset not in AUG_PRESETS:
+        parser.error(f"--aug-preset {args.aug_preset}: one of {', '.join(AUG_PRESETS)}")
     if args.aug_strength <= 0:
         parser.error(
             f"--aug-strength {args.aug_strength:g}: above 0 (1 is the default, 2 applies each one twice as often)"
@@ -399,7 +403,7 @@ def wrap_for_training(model: torch.nn.Module, cfg: Config, world: int, device: t
 
 def training_loader(cfg: Config, spec: InputSpec, samples: list[Sample], rank: int, world: int,
                     device: torch.device) -> tuple[DataLoader, torch.Generator]:  # fmt: skip
-    train_set = CaptchaDataset(samples, spec, build_augment(cfg.aug_strength) if cfg.aug else None)
+    train_set = CaptchaDataset(samples, spec, build_augment(cfg.aug_strength, cfg.aug_preset) if cfg.aug else None)
     sampler = (
         DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
     )

@@ -11,20 +11,41 @@ from collections.abc import Callable
 
 import numpy as np
 
+PRESETS = ("mild", "strong")
 
-def build_augment(strength: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
-    """An albumentations pipeline ``uint8 (H, W, C) -> uint8 (H, W, C)``; ``strength`` scales probabilities."""
+
+def build_augment(strength: float = 1.0, preset: str = "mild") -> Callable[[np.ndarray], np.ndarray]:
+    """An albumentations pipeline ``uint8 (H, W, C) -> uint8 (H, W, C)``; ``strength`` scales probabilities.
+
+    ``mild`` moves the whole image a little (large training sets). ``strong`` is made for a few hundred labels:
+    wider affine ranges, a local warp (grid or elastic) that bends each character differently, and small erased
+    patches, so that the network cannot learn the training images by heart."""
     import albumentations as A
     import cv2
 
+    if preset not in PRESETS:
+        raise ValueError(f"augmentation preset {preset!r}: one of {', '.join(PRESETS)}")
     p = lambda value: min(1.0, value * strength)  # noqa: E731 - probability scaled by strength
+    replicate = cv2.BORDER_REPLICATE
+    if preset == "mild":
+        geometry = [
+            A.Affine(scale=(0.92, 1.05), translate_percent=(-0.03, 0.03), rotate=(-4, 4), shear=(-8, 8),
+                     border_mode=replicate, p=p(0.5)),
+            A.Perspective(scale=(0.01, 0.04), border_mode=replicate, p=p(0.2)),
+        ]  # fmt: skip
+    else:
+        geometry = [
+            A.Affine(scale=(0.85, 1.05), translate_percent=(-0.03, 0.03), rotate=(-8, 8), shear=(-15, 15),
+                     border_mode=replicate, p=p(0.8)),
+            A.OneOf([A.GridDistortion(num_steps=6, distort_limit=0.35, border_mode=replicate),
+                     A.ElasticTransform(alpha=30, sigma=5, border_mode=replicate)], p=p(0.5)),
+            A.Perspective(scale=(0.02, 0.06), border_mode=replicate, p=p(0.3)),
+            A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.25), hole_width_range=(0.02, 0.05),
+                            fill="random_uniform", p=p(0.3)),
+        ]  # fmt: skip
     pipeline = A.Compose(
         [
-            A.Affine(
-                scale=(0.92, 1.05), translate_percent=(-0.03, 0.03), rotate=(-4, 4), shear=(-8, 8),
-                border_mode=cv2.BORDER_REPLICATE, p=p(0.5),
-            ),
-            A.Perspective(scale=(0.01, 0.04), border_mode=cv2.BORDER_REPLICATE, p=p(0.2)),
+            *geometry,
             A.OneOf([A.MotionBlur(blur_limit=3), A.GaussianBlur(blur_limit=(3, 5))], p=p(0.2)),
             A.GaussNoise(std_range=(0.02, 0.08), p=p(0.2)),
             A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=p(0.3)),

@@ -20,6 +20,7 @@ from .charset import IMAGE_SUFFIXES, normalize_label
 from .dataset import Sample, image_dir_of, read_folder
 from .preprocess import ImageError, batches, load_image, prepare_batch
 
+STRONG_AUG_BELOW = 5_000  # training images; fewer get models.augment's "strong" preset (docs/finetune.md)
 MIN_LABELS = 20  # below this the validation slice cannot tell a better epoch from a worse one
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -36,10 +37,11 @@ class Plan:
     lr: float
     aug: bool
     patience: int
+    aug_preset: str = "mild"
 
     def describe(self) -> str:
         return (f"{len(self.train)} training and {len(self.validation)} validation images; up to {self.epochs} "
-                f"epochs at lr {self.lr:g}, augmentation {'on' if self.aug else 'off'}, stop after "
+                f"epochs at lr {self.lr:g}, augmentation {self.aug_preset if self.aug else 'off'}, stop after "
                 f"{self.patience} epochs without a better validation score")  # fmt: skip
 
 
@@ -111,7 +113,8 @@ FINETUNE_EMA = 0.99  # decay per step of the averaged weights each round validat
 
 def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
     """A validation slice of 15% (10 to 500 images) and a schedule of about 20,000 image-steps, at least 8 and at
-    most 60 epochs; small sets get augmentation and a longer patience."""
+    most 60 epochs; small sets get augmentation (the strong preset below :data:`STRONG_AUG_BELOW` training images)
+    and a longer patience."""
     n = len(samples)
     n_val = min(500, max(10, round(n * 0.15)))
     order = np.random.default_rng(seed).permutation(n)
@@ -119,7 +122,8 @@ def plan_for(samples: list[Sample], seed: int = 0) -> Plan:
     train = [samples[i] for i in order[n_val:]]
     epochs = int(min(60, max(8, math.ceil(20_000 / max(1, len(train))))))
     return Plan(train, validation, epochs, lr=FINETUNE_LR, aug=len(train) < 20_000,
-                patience=4 if len(train) < 1000 else 3)  # fmt: skip
+                patience=4 if len(train) < 1000 else 3,
+                aug_preset="strong" if len(train) < STRONG_AUG_BELOW else "mild")  # fmt: skip
 
 
 @dataclass
@@ -143,7 +147,7 @@ TRAINING_SHARE = 0.8  # of the time budget spent in training steps (the rest: va
 LOADING_FACTOR = 0.7  # measured step speed -> speed with augmentation and data loading
 READING_SPEEDUP = 3.0  # pseudo-labelling (inference) images/s per training images/s, conservatively
 FINAL_SHARE = 0.15  # of the training steps kept for the final round on every label
-FINAL_EPOCHS = 10  # at most, in the final round (at a quarter of the learning rate)
+FINAL_EPOCHS = 60  # at most, in the final round (at a quarter of the learning rate)
 
 
 def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unlabelled: int = 0) -> Budget:
@@ -185,6 +189,9 @@ def confidence_threshold(confidences: list[float], correct: list[bool], precisio
         if next_differs and right / seen >= precision:
             best = confidences[i]
     return best
+
+
+MIN_VOUCHED = 0.85  # self-train only where the slice vouches for this much: 16 of 16 right (docs/finetune.md)
 
 
 def precision_lower_bound(right: int, n: int, z: float = 1.645) -> float:

@@ -20,6 +20,7 @@ from models.dataset import Sample
 from models.finetune import (
     FINETUNE_EMA,
     MIN_LABELS,
+    MIN_VOUCHED,
     Budget,
     FinetuneError,
     check_name,
@@ -93,8 +94,9 @@ def test_the_plan_holds_out_validation_and_scales_with_the_data(tmp_path):
     plan = plan_for(samples)
     assert len(plan.validation) == 15 and len(plan.train) == 85
     assert not {s.path for s in plan.train} & {s.path for s in plan.validation}
-    assert plan.epochs == 60 and plan.aug
+    assert plan.epochs == 60 and plan.aug and plan.aug_preset == "strong"
     assert plan_for(samples * 50).epochs < plan.epochs
+    assert plan_for(samples * 60).aug_preset == "mild"  # 5,100 training images
 
 
 def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
@@ -117,7 +119,8 @@ def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
 
 def test_the_final_round_gets_its_share_or_the_time_left_within_bounds():
     budget = Budget(first_epochs=10, round_steps=0, minutes=15, patience=4, final_steps=1000)
-    assert final_epochs(100, budget, seconds_left=0, images_per_s=40) == 10  # its share: 1,000 steps, capped at 10
+    assert final_epochs(100, budget, seconds_left=0, images_per_s=40) == 10  # its share: 1,000 steps
+    assert final_epochs(10, budget, seconds_left=0, images_per_s=40) == 60  # 100 epochs' worth, capped at 60
     assert final_epochs(400, budget, seconds_left=0, images_per_s=40) == 2  # its share on more labels
     assert final_epochs(5000, budget, seconds_left=-30, images_per_s=40) == 1  # never below one epoch
     assert final_epochs(400, budget, seconds_left=100, images_per_s=40) == 5  # time left: 100 * 0.8 * 40 * 0.7 steps
@@ -187,7 +190,8 @@ def test_pseudo_labels_need_both_views_to_agree_and_the_threshold_sees_the_same_
     assert [(s.path.name, s.label) for s in kept] == [("0.png", "ab"), ("2.png", "ef")]  # "cd" / "cx" disagree
     assert [s.label for s in tool.pseudo_labels(tmp_path, paths, threshold=0.96)] == ["ef"]  # min(0.99, 0.95) < 0.96
     validation = [Sample(p, label) for p, label in zip(paths, ["ab", "cz", "ef"], strict=True)]
-    threshold, evidence = tool.choose_threshold(tmp_path, validation)
+    threshold, evidence, vouched = tool.choose_threshold(tmp_path, validation)
+    assert vouched == pytest.approx(precision_lower_bound(2, 2))
     assert threshold == 0.95  # the lower confidence of the two views; the wrong, disagreeing one counts as 0
     assert evidence.startswith("2 of 2 readings")
     assert [s.label for s in tool.pseudo_labels(tmp_path, paths, threshold=0.0)] == ["ab", "ef"]
@@ -251,7 +255,7 @@ def test_finetune_with_self_training_end_to_end_and_served_by_the_api(tmp_path):
     env = {**os.environ, "CAPTCHA_CHECKPOINTS": str(checkpoints)}
     try:
         out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(archive), "--name", name,
-                              "--unlabelled", str(unlabelled), "--minutes", "3"],
+                              "--unlabelled", str(unlabelled), "--minutes", "3", "--min-vouched", "0"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
         last = ROOT / "runs" / "finetune" / name / "final" / "vanilla_crnn" / "last.pt"
         final_average = read_checkpoint(last)["training"]["ema"]["weights"] if last.is_file() else None
@@ -290,3 +294,4 @@ def test_a_small_validation_slice_vouches_for_less_than_99_percent():
     assert precision_lower_bound(270, 270) > 0.99 > precision_lower_bound(200, 200)
     assert precision_lower_bound(90, 100) < 0.9 < precision_lower_bound(100, 100)
     assert precision_lower_bound(0, 0) == 0.0
+    assert precision_lower_bound(15, 15) < MIN_VOUCHED < precision_lower_bound(16, 16)  # 16 of 16 right: trusted

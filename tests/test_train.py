@@ -230,6 +230,11 @@ def test_every_flag_has_help_in_its_group_and_old_names_still_work(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--aug-strength", "0"])
     assert "--aug-strength 0: above 0" in capsys.readouterr().err
+    assert train.parse_args(["--aug", "--aug-preset", "strong"])[0].aug_preset == "strong"
+    assert train.Config().aug_preset == "mild"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--aug-preset", "heavy"])
+    assert "--aug-preset heavy: one of mild, strong" in capsys.readouterr().err
     assert train.parse_args(["--ema", "0.99"])[0].ema == 0.99 and train.Config().ema == 0
     with pytest.raises(SystemExit):
         train.parse_args(["--ema", "1"])

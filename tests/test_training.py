@@ -132,13 +132,31 @@ def test_metrics_csv_resume_keeps_only_epochs_before_the_checkpoint(tmp_path):
         assert [int(r["epoch"]) for r in reader] == [1, 2]
 
 
-def test_augmentation_replays_from_the_saved_rng_state():
+@pytest.mark.parametrize("preset", ["mild", "strong"])
+def test_augmentation_replays_from_the_saved_rng_state(preset):
     from models.augment import build_augment
 
-    augment, canvas = build_augment(strength=3.0), np.full((32, 128, 3), 200, np.uint8)
+    augment, canvas = build_augment(strength=3.0, preset=preset), np.full((32, 128, 3), 200, np.uint8)
     canvas[8:24, 20:100] = 30
     state = rng_state()
     first = [augment(canvas) for _ in range(6)]
     set_rng_state(state)  # what --resume does: the same images get the same augmentation
     assert all(np.array_equal(a, b) for a, b in zip(first, [augment(canvas) for _ in range(6)], strict=True))
     assert any(not np.array_equal(a, canvas) for a in first)
+    assert all(a.shape == canvas.shape and a.dtype == np.uint8 for a in first)
+
+
+def test_strong_augmentation_moves_more_than_mild():
+    from models.augment import build_augment
+
+    canvas = np.full((32, 128, 1), 230, np.uint8)
+    canvas[8:24, 20:100] = 30
+    changed = {}
+    for preset in ("mild", "strong"):
+        augment = build_augment(preset=preset)
+        np.random.seed(0)
+        outs = [augment(canvas) for _ in range(40)]
+        changed[preset] = np.mean([np.mean(np.abs(o.astype(int) - canvas) > 60) for o in outs])
+    assert changed["strong"] > 1.5 * changed["mild"]
+    with pytest.raises(ValueError, match="one of mild, strong"):
+        build_augment(preset="heavy")

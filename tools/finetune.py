@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from models.augment import PRESETS as AUG_PRESETS
 from models.charset import Charset, write_labels
 from models.checkpoint import LoadedModel, load_model, read_checkpoint, save_checkpoint
 from models.dataset import Sample
@@ -32,6 +33,7 @@ from models.engine import load_engine
 from models.finetune import (
     FINETUNE_EMA,
     FINETUNE_LR,
+    MIN_VOUCHED,
     Budget,
     FinetuneError,
     Plan,
@@ -150,18 +152,19 @@ def pseudo_labels(model: Path, images: list[Path], threshold: float) -> list[Sam
             if text and confidence > 0 and confidence >= threshold]  # fmt: skip
 
 
-def choose_threshold(model: Path, validation: list[Sample]) -> tuple[float | None, str]:
-    """The pseudo-label threshold, and what the validation slice says of it in words: how many readings at or
-    above it were right, and the precision that count vouches for (a small slice cannot show 99%)."""
+def choose_threshold(model: Path, validation: list[Sample]) -> tuple[float | None, str, float]:
+    """The pseudo-label threshold, what the validation slice says of it in words (how many readings at or above
+    it were right, and the precision that count vouches for: a small slice cannot show 99%), and that precision."""
     labels = {s.path: s.label for s in validation}
     readings = agreed_readings(model, [s.path for s in validation])
     confidences = [confidence for _, _, confidence in readings]
     correct = [text == labels[path] for path, text, _ in readings]
     threshold = confidence_threshold(confidences, correct)
     above = [ok for c, ok in zip(confidences, correct, strict=True) if threshold is not None and c >= threshold]
+    vouched = precision_lower_bound(sum(above), len(above))
     evidence = (f"{sum(above)} of {len(above)} readings at or above it right on the validation slice, which "
-                f"vouches for at least {precision_lower_bound(sum(above), len(above)):.0%}")  # fmt: skip
-    return threshold, evidence
+                f"vouches for at least {vouched:.0%}")  # fmt: skip
+    return threshold, evidence, vouched
 
 
 def quantize_into(model_dir: Path, calib: list[Sample], out_file: Path) -> str:
@@ -229,6 +232,8 @@ def finetune(
     freeze: int = FREEZE,
     lr: float | None = None,
     ema: float = FINETUNE_EMA,
+    aug: str | None = None,
+    min_vouched: float = MIN_VOUCHED,
 ) -> Path:
     started = time.time()
     if lr is not None and not 0 < lr < 1:
@@ -248,6 +253,8 @@ def finetune(
     plan = plan_for(samples, seed)
     if lr is not None:
         plan.lr = lr
+    if aug is not None:
+        plan.aug, plan.aug_preset = aug != "off", aug if aug != "off" else plan.aug_preset
     val_dir = write_split(work / "val", plan.validation)
     from models.training import cpu_runs_bf16
 
@@ -262,7 +269,7 @@ def finetune(
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
-                  patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32, amp=amp, num_workers=1,
+                  aug_preset=plan.aug_preset, patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32, amp=amp, num_workers=1,
                   seed=seed, init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
@@ -270,9 +277,13 @@ def finetune(
     seconds = [round(time.time() - started, 1)]  # elapsed at the end of each round
     rounds = [f"Fine-tuned on {len(plan.train)} labelled images: validation exact match {best['em']:.1%}."]
     for k in range(1, MAX_ROUNDS + 1) if images else ():
-        threshold, evidence = choose_threshold(best_dir, plan.validation)
+        threshold, evidence, vouched = choose_threshold(best_dir, plan.validation)
         if threshold is None:
             rounds.append(f"Self-training round {k}: no confidence gives 99% right pseudo-labels; stopped.")
+            break
+        if vouched < min_vouched:
+            rounds.append(f"Self-training round {k}: at confidence >= {threshold:.3f}, {evidence}, below the "
+                          f"{min_vouched:.0%} asked (--min-vouched); too few readings to trust, stopped.")  # fmt: skip
             break
         pseudo = pseudo_labels(best_dir, images, threshold)
         print(f"{name}: round {k}: kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= "
@@ -296,8 +307,9 @@ def finetune(
              "lr": plan.lr / 4, "patience": 0}  # fmt: skip
     best_dir = keep_last_epoch(train_round(final, work / "final"))
     seconds.append(round(time.time() - started, 1))
-    rounds.append(f"Final round: {epochs} epochs on all {n_all} labels, the validation slice included (so the "
-                  "validation score above is the last one measured on images the model had not learned).")  # fmt: skip
+    rounds.append(f"Final round: {epochs} epoch{'s' * (epochs != 1)} on all {n_all} labels, the validation slice "
+                  "included (so the validation score above is the last one measured on images the model had not "
+                  "learned).")  # fmt: skip
     staging = CHECKPOINTS / f".{name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -333,6 +345,15 @@ def main(argv: list[str] | None = None) -> int:
         help="decay per step of the averaged weights that are validated and kept; 0 = off (default %(default)s)",
     )  # fmt: skip
     parser.add_argument(
+        "--aug", choices=("off", *AUG_PRESETS),
+        help="augmentation of each round (default: chosen from the number of labels, see docs/finetune.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-vouched", type=float, default=MIN_VOUCHED,
+        help="self-train only where the validation slice vouches for at least this precision of the pseudo-labels "
+        "(0 = always; default %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
         "--minutes",
         type=float,
         default=MINUTES,
@@ -352,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             args.freeze,
             args.lr,
             args.ema,
+            args.aug,
+            args.min_vouched,
         )
     except FinetuneError as e:
         print(f"error: {e}", file=sys.stderr)
