@@ -96,7 +96,7 @@ def test_the_plan_holds_out_validation_and_scales_with_the_data(tmp_path):
     assert not {s.path for s in plan.train} & {s.path for s in plan.validation}
     assert plan.epochs == 60 and plan.aug and plan.aug_preset == "strong"
     assert plan_for(samples * 50).epochs < plan.epochs
-    assert plan_for(samples * 60).aug_preset == "mild"  # 5,100 training images
+    assert plan_for(samples * 60).aug_preset == "mild"  # 5,500 training images
 
 
 def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
