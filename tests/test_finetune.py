@@ -209,6 +209,9 @@ def test_cli_refuses_a_name_that_exists_and_writes_nothing(tmp_path):
     out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(data), "--name", "new", "--ema", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and "--ema 1: a decay per step" in out.stderr
+    out = subprocess.run([sys.executable, "tools/finetune.py", "--data", str(data), "--name", "new",
+                          "--min-vouched", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "--min-vouched 2: a precision from 0" in out.stderr
     assert not (ROOT / "checkpoints" / "new").exists()
 
 

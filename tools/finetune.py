@@ -241,6 +241,9 @@ def finetune(
     if not 0 <= ema < 1:
         raise FinetuneError(f"--ema {ema:g}: a decay per step, at least 0 (off) and below 1 (the default is "
                             f"{FINETUNE_EMA:g})")  # fmt: skip
+    if not 0 <= min_vouched <= 1:
+        raise FinetuneError(f"--min-vouched {min_vouched:g}: a precision from 0 (always self-train) to 1 (the "
+                            f"default is {MIN_VOUCHED:g})")  # fmt: skip
     target = check_name(name, CHECKPOINTS)
     base_pt = resolve_base(base)
     base_model = load_model(base_pt)
@@ -253,8 +256,10 @@ def finetune(
     plan = plan_for(samples, seed)
     if lr is not None:
         plan.lr = lr
-    if aug is not None:
-        plan.aug, plan.aug_preset = aug != "off", aug if aug != "off" else plan.aug_preset
+    if aug == "off":
+        plan.aug = False
+    elif aug is not None:
+        plan.aug, plan.aug_preset = True, aug
     val_dir = write_split(work / "val", plan.validation)
     from models.training import cpu_runs_bf16
 
@@ -269,8 +274,8 @@ def finetune(
     print(f"{name}: the base model reads {base_validation['em']:.1%} of the validation slice before fine-tuning")
     values = dict(arch=base_model.meta.arch, train_root=str(write_split(work / "train0", plan.train)),
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
-                  aug_preset=plan.aug_preset, patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32, amp=amp, num_workers=1,
-                  seed=seed, init=str(base_pt), print_samples=0)  # fmt: skip
+                  aug_preset=plan.aug_preset, patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32,
+                  amp=amp, num_workers=1, seed=seed, init=str(base_pt), print_samples=0)  # fmt: skip
     best_dir = train_round(values, work / "round0")
     best = exact_match(best_dir, plan.validation)
     best_train = plan.train  # the labels (and pseudo-labels) the kept model was trained on
@@ -295,7 +300,8 @@ def finetune(
         score = exact_match(candidate, plan.validation)
         seconds.append(round(time.time() - started, 1))
         rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
-                      f"(confidence >= {threshold:.3f}; {evidence}); validation exact match {score['em']:.1%}.")  # fmt: skip
+                      f"(confidence >= {threshold:.3f}; {evidence}); validation exact match "
+                      f"{score['em']:.1%}.")  # fmt: skip
         if (score["em"], -score["cer"]) <= (best["em"], -best["cer"]):
             rounds[-1] += " Not better: the previous round is kept."
             break
