@@ -27,7 +27,7 @@ from pathlib import Path
 
 from models.augment import PRESETS as AUG_PRESETS
 from models.charset import Charset, write_labels
-from models.checkpoint import LoadedModel, load_model, read_checkpoint, save_checkpoint
+from models.checkpoint import LoadedModel, atomic_save, load_model, read_checkpoint
 from models.dataset import Sample
 from models.engine import load_engine
 from models.finetune import (
@@ -130,12 +130,11 @@ def keep_last_epoch(folder: Path) -> Path:
     it averaged) becomes best.pt and model.onnx; returns ``folder``."""
     from models.export import export_onnx
 
-    last = load_model(folder / "last.pt")
-    averaged = read_checkpoint(folder / "last.pt")["training"].get("ema")
-    if averaged:
-        last.model.load_state_dict(averaged["weights"])
-    save_checkpoint(folder / "best.pt", last.model, last.meta)
-    export_onnx(folder / "best.pt", folder / "model.onnx")
+    record = read_checkpoint(folder / "last.pt")
+    averaged = record["training"].get("ema")
+    weights = averaged["weights"] if averaged else record["state_dict"]
+    atomic_save({"meta": record["meta"], "state_dict": weights}, folder / "best.pt")
+    export_onnx(folder / "best.pt", folder / "model.onnx")  # loads best.pt strictly: the weights fit the model
     return folder
 
 
