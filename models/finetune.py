@@ -148,6 +148,7 @@ LOADING_FACTOR = 0.7  # measured step speed -> speed with augmentation and data 
 READING_SPEEDUP = 3.0  # pseudo-labelling (inference) images/s per training images/s, conservatively
 FINAL_SHARE = 0.15  # of the training steps kept for the final round on every label
 FINAL_EPOCHS = 60  # at most, in the final round (at a quarter of the learning rate)
+FINAL_PACE = 0.85  # of the rounds' measured images per second of wall time, to fill the time left safely
 
 
 def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unlabelled: int = 0) -> Budget:
@@ -169,11 +170,12 @@ def fit_budget(plan: Plan, images_per_s: float, minutes: float, rounds: int, unl
     return Budget(first, round_steps, minutes, max(plan.patience, first // 3), final_steps)
 
 
-def final_epochs(n_labels: int, budget: Budget, seconds_left: float, images_per_s: float) -> int:
+def final_epochs(n_labels: int, budget: Budget, seconds_left: float, pace: float) -> int:
     """Epochs of the final round on ``n_labels`` (labels, validation slice and kept pseudo-labels): the steps kept
     for it, or those the time left affords if more (early stopping leaves time), at least 1 and at most
-    :data:`FINAL_EPOCHS`."""
-    affordable = max(0.0, seconds_left) * TRAINING_SHARE * images_per_s * LOADING_FACTOR
+    :data:`FINAL_EPOCHS`. ``pace`` is what the rounds before it trained per second of their wall time (validation
+    and export included); the time left is filled at :data:`FINAL_PACE` of it."""
+    affordable = max(0.0, seconds_left) * FINAL_PACE * pace
     return int(min(FINAL_EPOCHS, max(1, max(budget.final_steps, affordable) // max(1, n_labels))))
 
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,11 +120,30 @@ def test_the_budget_cuts_the_plan_to_the_time_given(tmp_path):
 
 def test_the_final_round_gets_its_share_or_the_time_left_within_bounds():
     budget = Budget(first_epochs=10, round_steps=0, minutes=15, patience=4, final_steps=1000)
-    assert final_epochs(100, budget, seconds_left=0, images_per_s=40) == 10  # its share: 1,000 steps
-    assert final_epochs(10, budget, seconds_left=0, images_per_s=40) == 60  # 100 epochs' worth, capped at 60
-    assert final_epochs(400, budget, seconds_left=0, images_per_s=40) == 2  # its share on more labels
-    assert final_epochs(5000, budget, seconds_left=-30, images_per_s=40) == 1  # never below one epoch
-    assert final_epochs(400, budget, seconds_left=100, images_per_s=40) == 5  # time left: 100 * 0.8 * 40 * 0.7 steps
+    assert final_epochs(100, budget, seconds_left=0, pace=40) == 10  # its share: 1,000 steps
+    assert final_epochs(10, budget, seconds_left=0, pace=40) == 60  # 100 epochs' worth, capped at 60
+    assert final_epochs(400, budget, seconds_left=0, pace=40) == 2  # its share on more labels
+    assert final_epochs(5000, budget, seconds_left=-30, pace=40) == 1  # never below one epoch
+    assert final_epochs(400, budget, seconds_left=100, pace=40) == 8  # time left: 100 s * 0.85 * 40 images/s
+
+
+def test_the_pace_counts_every_epoch_trained_over_the_rounds_wall_time(tmp_path, monkeypatch):
+    import tools.finetune as tool
+
+    def fake_round(cfg_values: dict, out: Path) -> Path:
+        out.mkdir(parents=True)
+        rows = "".join(f"{e},0.1\n" for e in range(1, cfg_values["epochs"] + 1))
+        (out / "metrics.csv").write_text("epoch,train_loss\n" + rows)  # early stopping: fewer rows than asked
+        return out
+
+    clock = iter([100.0, 110.0, 200.0, 205.0])
+    monkeypatch.setattr(tool, "train_round", fake_round)
+    monkeypatch.setattr(tool.time, "time", lambda: next(clock))
+    pace = tool.Pace()
+    pace.round({"epochs": 3}, tmp_path / "round0", n_images=100)  # 300 images in 10 s
+    pace.round({"epochs": 1}, tmp_path / "round1", n_images=150)  # 150 images in 5 s
+    assert (pace.images, pace.seconds) == (450, 15.0)
+    assert pace.per_second == 30.0
 
 
 def test_freeze_keeps_the_first_convolutions_fixed():

@@ -125,6 +125,27 @@ def train_round(cfg_values: dict, out: Path) -> Path:
     return out / cfg.arch
 
 
+class Pace:
+    """Images trained per second of wall time over the rounds so far, validation and export included: what the
+    final round's length is cut to (the speed measured before the run leaves out everything but the steps)."""
+
+    def __init__(self) -> None:
+        self.images, self.seconds = 0, 0.0
+
+    def round(self, cfg_values: dict, out: Path, n_images: int) -> Path:
+        started = time.time()
+        folder = train_round(cfg_values, out)
+        with open(folder / "metrics.csv", encoding="utf-8") as rows:
+            epochs = sum(1 for _ in rows) - 1  # one row per epoch trained, under a header
+        self.images += n_images * max(0, epochs)
+        self.seconds += time.time() - started
+        return folder
+
+    @property
+    def per_second(self) -> float:
+        return self.images / max(1e-9, self.seconds)
+
+
 def keep_last_epoch(folder: Path) -> Path:
     """The final round has no unseen images to choose an epoch on, so its last epoch (the averaged weights, where
     it averaged) becomes best.pt and model.onnx; returns ``folder``."""
@@ -275,7 +296,8 @@ def finetune(
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
                   aug_preset=plan.aug_preset, patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32,
                   amp=amp, num_workers=1, seed=seed, init=str(base_pt), print_samples=0)  # fmt: skip
-    best_dir = train_round(values, work / "round0")
+    pace = Pace()
+    best_dir = pace.round(values, work / "round0", len(plan.train))
     best = exact_match(best_dir, plan.validation)
     best_train = plan.train  # the labels (and pseudo-labels) the kept model was trained on
     seconds = [round(time.time() - started, 1)]  # elapsed at the end of each round
@@ -293,9 +315,9 @@ def finetune(
         print(f"{name}: round {k}: kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= "
               f"{threshold:.3f}; {evidence})")  # fmt: skip
         train_dir = write_split(work / f"train{k}", plan.train + pseudo)
-        candidate = train_round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
-                                 "epochs": round_epochs(len(plan.train) + len(pseudo), budget, plan.epochs)},
-                                work / f"round{k}")  # fmt: skip
+        candidate = pace.round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
+                                "epochs": round_epochs(len(plan.train) + len(pseudo), budget, plan.epochs)},
+                               work / f"round{k}", len(plan.train) + len(pseudo))  # fmt: skip
         score = exact_match(candidate, plan.validation)
         seconds.append(round(time.time() - started, 1))
         rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
@@ -306,7 +328,7 @@ def finetune(
             break
         best_dir, best, best_train = candidate, score, plan.train + pseudo
     n_all = len(best_train) + len(plan.validation)
-    epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - 60, speed)  # 60 s: export, int8
+    epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - 60, pace.per_second)  # 60 s: int8
     every = write_split(work / "train_all", best_train + plan.validation)
     final = {**values, "train_root": str(every), "init": str(best_dir / "best.pt"), "epochs": epochs,
              "lr": plan.lr / 4, "patience": 0}  # fmt: skip
