@@ -179,6 +179,12 @@ def final_epochs(n_labels: int, budget: Budget, seconds_left: float, pace: float
     return int(min(FINAL_EPOCHS, max(1, max(budget.final_steps, affordable) // max(1, n_labels))))
 
 
+def round_fits(seconds_left: float, round_images: int, final_images: int, pace: float) -> bool:
+    """Whether a self-training round of ``round_images`` image-steps, and then one epoch of the final round on
+    ``final_images``, fit in ``seconds_left`` at ``pace`` images per second of wall time."""
+    return (round_images + final_images) / max(1e-9, pace) <= seconds_left
+
+
 # ---------------------------------------------------------------- self-training: pseudo-labels kept by confidence
 def confidence_threshold(confidences: list[float], correct: list[bool], precision: float = 0.99) -> float | None:
     """The lowest confidence at which the predictions at or above it are at least ``precision`` right, measured

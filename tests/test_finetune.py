@@ -31,6 +31,7 @@ from models.finetune import (
     plan_for,
     precision_lower_bound,
     read_labelled,
+    round_fits,
     shifted,
     unpack_zip,
 )
@@ -125,6 +126,12 @@ def test_the_final_round_gets_its_share_or_the_time_left_within_bounds():
     assert final_epochs(400, budget, seconds_left=0, pace=40) == 2  # its share on more labels
     assert final_epochs(5000, budget, seconds_left=-30, pace=40) == 1  # never below one epoch
     assert final_epochs(400, budget, seconds_left=100, pace=40) == 8  # time left: 100 s * 0.85 * 40 images/s
+
+
+def test_a_self_training_round_starts_only_if_it_and_one_final_epoch_fit_the_time_left():
+    assert round_fits(seconds_left=100, round_images=2000, final_images=1000, pace=30)  # 3,000 images: 100 s
+    assert not round_fits(seconds_left=99, round_images=2000, final_images=1000, pace=30)
+    assert not round_fits(seconds_left=-5, round_images=0, final_images=1, pace=30)  # over budget already
 
 
 def test_the_pace_counts_every_epoch_trained_over_the_rounds_wall_time(tmp_path, monkeypatch):

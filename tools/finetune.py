@@ -45,6 +45,7 @@ from models.finetune import (
     precision_lower_bound,
     read_labelled,
     read_twice,
+    round_fits,
     unlabelled_images,
     unpack_zip,
 )
@@ -56,6 +57,7 @@ from tools.evaluate import score_samples
 MAX_ROUNDS = 3  # self-training rounds after the first fine-tune
 MINUTES = 15.0  # default time budget of a whole run, self-training included
 FREEZE = 0  # convolutions of the base kept fixed (train.py --freeze)
+END_RESERVE_S = 60  # of the budget kept for what follows the final round: the int8 export and the card
 
 
 def resolve_base(base: str) -> Path:
@@ -314,10 +316,17 @@ def finetune(
         pseudo = pseudo_labels(best_dir, images, threshold)
         print(f"{name}: round {k}: kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= "
               f"{threshold:.3f}; {evidence})")  # fmt: skip
+        n_round = len(plan.train) + len(pseudo)
+        epochs = round_epochs(n_round, budget, plan.epochs)
+        left = minutes * 60 - (time.time() - started) - END_RESERVE_S
+        if not round_fits(left, epochs * n_round, n_round + len(plan.validation), pace.per_second):
+            rounds.append(f"Self-training round {k}: {epochs} epoch{'s' * (epochs != 1)} on {n_round} images and the "
+                          f"final round do not fit in the {max(0, left) / 60:.1f} minutes left at "
+                          f"{pace.per_second:.0f} images/s; stopped.")  # fmt: skip
+            break
         train_dir = write_split(work / f"train{k}", plan.train + pseudo)
         candidate = pace.round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
-                                "epochs": round_epochs(len(plan.train) + len(pseudo), budget, plan.epochs)},
-                               work / f"round{k}", len(plan.train) + len(pseudo))  # fmt: skip
+                                "epochs": epochs}, work / f"round{k}", n_round)  # fmt: skip
         score = exact_match(candidate, plan.validation)
         seconds.append(round(time.time() - started, 1))
         rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
@@ -328,7 +337,7 @@ def finetune(
             break
         best_dir, best, best_train = candidate, score, plan.train + pseudo
     n_all = len(best_train) + len(plan.validation)
-    epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - 60, pace.per_second)  # 60 s: int8
+    epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - END_RESERVE_S, pace.per_second)
     every = write_split(work / "train_all", best_train + plan.validation)
     final = {**values, "train_root": str(every), "init": str(best_dir / "best.pt"), "epochs": epochs,
              "lr": plan.lr / 4, "patience": 0}  # fmt: skip
