@@ -29,7 +29,7 @@ import argparse
 import re
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +113,18 @@ def alike_groups(path: str, index: int, charset: str, size: int, shift: int) -> 
     """Groups (two or more) of characters whose glyphs differ by at most ``shift`` pixels and whose advances
     differ by at most ``shift`` pixels: what Kaptcha's ripple and fisheye (several pixels) cannot keep apart."""
     font = ImageFont.truetype(path, size, index=index)
-    glyphs = [glyph(font, c, size) for c in charset]
-    parent = list(range(len(charset)))
+    glyphs = {c: glyph(font, c, size) for c in charset}
+
+    def related(a: str, b: str) -> bool:
+        (mask_a, adv_a), (mask_b, adv_b) = glyphs[a], glyphs[b]
+        return abs(adv_a - adv_b) <= shift and alike(mask_a, mask_b, shift)
+
+    return linked_groups(charset, related)
+
+
+def linked_groups(chars: str, related: Callable[[str, str], bool]) -> list[str]:
+    """The groups (two or more) that ``related`` links, directly or through others; each in ``chars``' order."""
+    parent = list(range(len(chars)))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -122,13 +132,12 @@ def alike_groups(path: str, index: int, charset: str, size: int, shift: int) -> 
             i = parent[i]
         return i
 
-    for i, (a, adv_a) in enumerate(glyphs):
-        for j in range(i + 1, len(charset)):
-            b, adv_b = glyphs[j]
-            if abs(adv_a - adv_b) <= shift and alike(a, b, shift):
+    for i, a in enumerate(chars):
+        for j in range(i + 1, len(chars)):
+            if related(a, chars[j]):
                 parent[find(j)] = find(i)
     groups: dict[int, str] = {}
-    for i, c in enumerate(charset):
+    for i, c in enumerate(chars):
         groups[find(i)] = groups.get(find(i), "") + c
     return sorted(g for g in groups.values() if len(g) > 1)
 

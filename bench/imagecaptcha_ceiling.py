@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bench.glyph_ceiling import alike
+from bench.glyph_ceiling import alike, linked_groups
 from bench.zero_shot import IMAGECAPTCHA_ALPHABET
 from models.charset import read_labels
+from models.dataset import label_file_of
 
 
 def stretched_glyph(font: ImageFont.FreeTypeFont, char: str) -> np.ndarray:
@@ -40,15 +41,14 @@ def stretched_glyph(font: ImageFont.FreeTypeFont, char: str) -> np.ndarray:
 
 
 def groups(font: ImageFont.FreeTypeFont, alphabet: str, shift: int) -> list[str]:
-    """Characters whose stretched glyphs lie within ``shift`` pixels of another's (same cell size), grouped."""
+    """Characters whose stretched glyphs lie within ``shift`` pixels of another's (same cell size), grouped; each
+    group in code-point order."""
     glyphs = {c: stretched_glyph(font, c) for c in alphabet}
-    found: list[set[str]] = []
-    for i, a in enumerate(alphabet):
-        for b in alphabet[i + 1 :]:
-            if glyphs[a].shape == glyphs[b].shape and alike(glyphs[a], glyphs[b], shift):
-                merged = {a, b}.union(*[g for g in found if a in g or b in g])
-                found = [g for g in found if not g & merged] + [merged]
-    return sorted("".join(sorted(g)) for g in found)
+
+    def related(a: str, b: str) -> bool:
+        return glyphs[a].shape == glyphs[b].shape and alike(glyphs[a], glyphs[b], shift)
+
+    return sorted("".join(sorted(g)) for g in linked_groups(alphabet, related))
 
 
 def misread(group_list: list[str], fold: Callable[[str], str]) -> dict[str, float]:
@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| folder | labels | shift (px) | ideal-reader EM ignoring case | case-sensitive |")
     print("|---|---:|---:|---:|---:|")
     for folder in args.folders:
-        path = folder / "labels.tsv" if (folder / "labels.tsv").is_file() else folder / "labels.txt"
-        labels = [row.label for row in read_labels(path).rows]
+        labels = [row.label for row in read_labels(label_file_of(folder)).rows]
         for shift, wrong in table.items():
             em = {name: expected_em(labels, w) for name, w in wrong.items()}
             print(f"| {folder} | {len(labels)} | {shift} | {em['ignoring case']:.1%} | {em['case-sensitive']:.1%} |")

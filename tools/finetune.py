@@ -128,8 +128,9 @@ def train_round(cfg_values: dict, out: Path) -> Path:
 
 
 class Pace:
-    """Images trained per second of wall time over the rounds so far, validation and export included: what the
-    final round's length is cut to (the speed measured before the run leaves out everything but the steps)."""
+    """Images trained per second of wall time over the rounds so far, validation and export included: what a
+    self-training round must fit in the time left at, and what the final round's length is cut to (the speed
+    measured before the run leaves out everything but the steps)."""
 
     def __init__(self) -> None:
         self.images, self.seconds = 0, 0.0
