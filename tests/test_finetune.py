@@ -325,3 +325,41 @@ def test_a_small_validation_slice_vouches_for_less_than_99_percent():
     assert precision_lower_bound(90, 100) < 0.9 < precision_lower_bound(100, 100)
     assert precision_lower_bound(0, 0) == 0.0
     assert precision_lower_bound(15, 15) < MIN_VOUCHED < precision_lower_bound(16, 16)  # 16 of 16 right: trusted
+
+
+def test_no_unlabelled_image_is_read_when_no_round_can_fit_the_time_left(tmp_path, monkeypatch):
+    """The first round used the whole budget: the run goes straight to the final round, without reading the
+    unlabelled images (a reading of thousands of images would only take time from it)."""
+    import tools.finetune as tool
+
+    clock = [1000.0]
+
+    def fake_round(cfg_values: dict, out: Path) -> Path:
+        clock[0] += 15 * 60  # the first round takes the whole budget
+        folder = out / "vanilla_crnn"
+        folder.mkdir(parents=True)
+        (folder / "metrics.csv").write_text("epoch,train_loss\n1,0.1\n")
+        (folder / "best.pt").write_bytes(b"weights")
+        return folder
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the unlabelled images were read though no round could fit")
+
+    score = {"n": 10, "em": 0.5, "em_nocase": 0.5, "cer": 0.1}
+    monkeypatch.setattr(tool.time, "time", lambda: clock[0])
+    monkeypatch.setattr(tool, "train_round", fake_round)
+    monkeypatch.setattr(tool, "measure_speed", lambda *a: 30.0)
+    monkeypatch.setattr(tool, "exact_match", lambda *a: score)
+    monkeypatch.setattr(tool, "choose_threshold", lambda *a: (0.5, "20 of 20 right", 0.9))
+    monkeypatch.setattr(tool, "pseudo_labels", no_reading)
+    monkeypatch.setattr(tool, "keep_last_epoch", lambda folder: folder)
+    monkeypatch.setattr(tool, "quantize_into", lambda *a: "int8")
+    monkeypatch.setattr(tool, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    labelled = make_dataset(tmp_path / "labelled", 40, seed=3, gif_every=0)
+    unlabelled = make_dataset(tmp_path / "unlabelled", 8, seed=4, gif_every=0) / "images"
+    target = tool.finetune(labelled, "late", unlabelled, str(ROOT / "checkpoints" / "vanilla_crnn"), 0, "cmd")
+    rounds = json.loads((target / "finetune.json").read_text(encoding="utf-8"))["rounds"]
+    assert "stopped before reading the unlabelled images" in rounds[1]
+    assert rounds[-1].startswith("Final round")

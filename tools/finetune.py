@@ -314,6 +314,12 @@ def finetune(
             rounds.append(f"Self-training round {k}: at confidence >= {threshold:.3f}, {evidence}, below the "
                           f"{min_vouched:.0%} asked (--min-vouched); too few readings to trust, stopped.")  # fmt: skip
             break
+        left = minutes * 60 - (time.time() - started) - END_RESERVE_S
+        if not round_fits(left, len(plan.train), len(plan.train) + len(plan.validation), pace.per_second):
+            rounds.append(f"Self-training round {k}: not even one epoch on the labels and the final round fit in "
+                          f"the {max(0, left) / 60:.1f} minutes left; stopped before reading the unlabelled "
+                          "images.")  # fmt: skip
+            break
         pseudo = pseudo_labels(best_dir, images, threshold)
         print(f"{name}: round {k}: kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= "
               f"{threshold:.3f}; {evidence})")  # fmt: skip
