@@ -112,6 +112,8 @@ class Config:
     ema: float = 0.0  # validate and save an exponential moving average of the weights with this decay per step
     #                   (e.g. 0.99) instead of the weights themselves; 0 = off
     distill: float = 1.0  # weight of the frame-wise KL divergence to --teacher, added to the CTC loss
+    distill_sources: str = ""  # with --teacher: distil only on training images of these sources (meta.tsv's
+    #                            source column, comma-separated), e.g. the families the teacher reads well; "" = all
     amp: str = "auto"  # auto: fp16/bf16 on CUDA, off on CPU; bf16: bf16 autocast on CPU too; off: fp32
     channels_last: bool = False  # channels-last memory format for the conv models (faster on some CPUs)
     compile: bool = False  # torch.compile the model
@@ -416,6 +418,19 @@ def training_loader(cfg: Config, spec: InputSpec, samples: list[Sample], rank: i
     return loader, generator
 
 
+def check_distill_sources(cfg: Config, train: list[Sample]) -> None:
+    """--distill-sources names sources of the training data, and needs --teacher."""
+    if not cfg.distill_sources:
+        return
+    if not cfg.teacher:
+        raise SystemExit("--distill-sources needs --teacher: it chooses the images the teacher is distilled on")
+    present = {s.source for s in train}
+    missing = sorted(set(filter(None, cfg.distill_sources.split(","))) - present)
+    if missing:
+        raise SystemExit(f"--distill-sources {cfg.distill_sources}: no training image of {', '.join(missing)} (the "
+                         f"sources in {cfg.train_root}/meta.tsv: {', '.join(sorted(present)) or 'none'})")  # fmt: skip
+
+
 def set_up(cfg: Config) -> Run:
     rank, world, device = setup_distributed(cfg)
     cfg = resolve_amp(cfg, device, rank)
@@ -423,6 +438,7 @@ def set_up(cfg: Config) -> Run:
     out_dir = Path(cfg.out) / cfg.arch
     start = starting_point(cfg, out_dir, device, rank)
     splits = load_splits(cfg, start, rank)
+    check_distill_sources(cfg, splits.train)
     spec = start.spec
     model, meta = build_student(cfg, start, splits)
     if world > 1 and device.type == "cuda":
@@ -487,6 +503,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     run.generator.manual_seed(cfg.seed * 1000 + epoch)
     run.train_model.train()
     started, seen, loss_sum, loss_n, skipped = time.time(), 0, 0.0, 0, 0
+    distilled = set(filter(None, cfg.distill_sources.split(",")))
     bar = tqdm(run.loader, desc=f"[{cfg.arch}] epoch {epoch}/{cfg.epochs}", disable=rank != 0, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)  # fmt: skip
     for batch in bar:
@@ -497,9 +514,12 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             continue
         images = to_device(batch["images"], run.device, cfg.channels_last)
         targets, lengths = encode_batch(batch["labels"], run.splits.charset)
+        taught = None
+        if run.teacher is not None and cfg.distill_sources:
+            taught = torch.tensor([run.splits.train[i].source in distilled for i in batch["indices"]])
         loss, logits = train_step(run.train_model, images, torch.from_numpy(targets), torch.from_numpy(lengths),
                                   run.optimizer, run.scaler, amp=cfg.amp, clip=cfg.clip, teacher=run.teacher,
-                                  distill=cfg.distill)  # fmt: skip
+                                  distill=cfg.distill, taught=taught)  # fmt: skip
         if not torch.isfinite(loss):
             run.bad_steps += 1
             log(rank, f"non-finite loss at epoch {epoch}; batch skipped ({run.bad_steps} in a row)")

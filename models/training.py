@@ -143,15 +143,26 @@ def load_with_grown_head(model: nn.Module, state: dict[str, torch.Tensor]) -> No
         model.ctc_head.bias[: bias.shape[0]] = bias
 
 
-def distillation_loss(teacher: nn.Module, images: torch.Tensor, log_probs: torch.Tensor, amp: str) -> torch.Tensor:
+def distillation_loss(
+    teacher: nn.Module, images: torch.Tensor, log_probs: torch.Tensor, amp: str, taught: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean over frames of KL(teacher || student): the teacher's per-frame distributions (blank included) give
-    the student an alignment from the first step, which lets it skip CTC's long all-blank plateau.
+    the student an alignment from the first step, which lets it skip CTC's long all-blank plateau, and keep what
+    the teacher reads while it learns new families.
 
-    ``log_probs``: the student's ``(T, B, C_student)``; the teacher's classes are the first ``C_teacher`` of them."""
+    ``log_probs``: the student's ``(T, B, C_student)``; the teacher's classes are the first ``C_teacher`` of them.
+    ``taught``: a ``(B,)`` bool mask of the images distilled (the teacher only sees those); None = all. The mean is
+    over the whole batch, so a batch with fewer taught images pulls less."""
+    if taught is not None:
+        if not bool(taught.any()):
+            return log_probs.new_zeros(())
+        taught = taught.to(images.device)
+        images, log_probs = images[taught], log_probs[:, taught]
     with torch.no_grad(), autocast(amp, images.device):
         teacher_log = teacher(images).float().log_softmax(2).transpose(0, 1)  # (T, B, C_teacher)
     student_log = log_probs[..., : teacher_log.shape[2]]
-    return (teacher_log.exp() * (teacher_log - student_log)).sum(2).mean()
+    kl = (teacher_log.exp() * (teacher_log - student_log)).sum(2).mean(0)  # (B_taught,)
+    return kl.mean() if taught is None else kl.sum() / len(taught)
 
 
 def train_step(
@@ -166,6 +177,7 @@ def train_step(
     clip: float,
     teacher: nn.Module | None = None,
     distill: float = 1.0,
+    taught: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, CTC loss (plus distillation from ``teacher``), backward, gradient clipping and one optimizer step.
 
@@ -180,7 +192,7 @@ def train_step(
     loss = F.ctc_loss(log_probs, targets.to(images.device), input_lengths, target_lengths, blank=BLANK,
                       zero_infinity=True)  # fmt: skip
     if teacher is not None:
-        loss = loss + distill * distillation_loss(teacher, images, log_probs, amp)
+        loss = loss + distill * distillation_loss(teacher, images, log_probs, amp, taught)
     optimizer.zero_grad(set_to_none=True)
     if not torch.isfinite(loss):
         return loss, logits

@@ -193,6 +193,19 @@ def test_init_and_teacher_together_need_the_teachers_input_and_charset(tiny_data
     assert "dry run: one batch" in out.stdout + out.stderr
 
 
+def test_distill_sources_need_a_teacher_and_sources_the_data_has(tiny_data, tmp_path, sharp_models):
+    teacher = str(sharp_models["vanilla_crnn"] / "best.pt")
+    alone = subprocess.run(train_cmd(tiny_data, tmp_path, "--distill-sources", "easy", "--dry-run"),
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert alone.returncode != 0 and "--distill-sources needs --teacher" in alone.stderr
+    unknown = subprocess.run(train_cmd(tiny_data, tmp_path, "--teacher", teacher, "--distill-sources", "nosuch",
+                                       "--dry-run"), capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert unknown.returncode != 0 and "no training image of nosuch" in unknown.stderr
+    out = run(train_cmd(tiny_data, tmp_path, "--init", teacher, "--teacher", teacher, "--distill-sources", "fixture",
+                        "--dry-run"))  # fmt: skip
+    assert "dry run: one batch" in out.stdout + out.stderr
+
+
 def test_bf16_on_a_cpu_without_bf16_kernels_trains_in_fp32(monkeypatch, capsys):
     import train
 

@@ -120,6 +120,26 @@ def test_distillation_loss_is_zero_on_the_teacher_itself_and_trains_only_the_stu
     assert student.grad is not None and all(p.grad is None for p in teacher.parameters())
 
 
+def test_distillation_on_some_images_shows_the_teacher_only_those(sharp_models):
+    teacher = load_model(sharp_models["vanilla_crnn"] / "best.pt").model
+    seen = []
+    teacher.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    images = torch.randn(4, 1, 32, 128)
+    with torch.no_grad():
+        shape = teacher(images).shape  # (B, T, C)
+    student = torch.randn(shape[1], 4, shape[2]).log_softmax(2)
+    seen.clear()
+    every = distillation_loss(teacher, images, student, "off")
+    all_taught = distillation_loss(teacher, images, student, "off", torch.tensor([True] * 4))
+    assert torch.allclose(every, all_taught) and seen == [4, 4]
+    none = distillation_loss(teacher, images, student, "off", torch.tensor([False] * 4))
+    assert float(none) == 0.0 and seen == [4, 4]  # the teacher was not run
+    half = distillation_loss(teacher, images, student, "off", torch.tensor([True, False, True, False]))
+    assert seen[-1] == 2
+    alone = distillation_loss(teacher, images[[0, 2]], student[:, [0, 2]], "off")
+    assert torch.allclose(half, alone / 2)  # the mean is over the whole batch: fewer taught images pull less
+
+
 def test_metrics_csv_resume_keeps_only_epochs_before_the_checkpoint(tmp_path):
     path = tmp_path / "metrics.csv"
     start_metrics_csv(path)
