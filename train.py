@@ -418,14 +418,19 @@ def training_loader(cfg: Config, spec: InputSpec, samples: list[Sample], rank: i
     return loader, generator
 
 
+def distill_sources(cfg: Config) -> set[str]:
+    """The sources named by --distill-sources (empty: distil on every image)."""
+    return set(filter(None, cfg.distill_sources.split(",")))
+
+
 def check_distill_sources(cfg: Config, train: list[Sample]) -> None:
     """--distill-sources names sources of the training data, and needs --teacher."""
-    if not cfg.distill_sources:
+    if not distill_sources(cfg):
         return
     if not cfg.teacher:
         raise SystemExit("--distill-sources needs --teacher: it chooses the images the teacher is distilled on")
     present = {s.source for s in train}
-    missing = sorted(set(filter(None, cfg.distill_sources.split(","))) - present)
+    missing = sorted(distill_sources(cfg) - present)
     if missing:
         raise SystemExit(f"--distill-sources {cfg.distill_sources}: no training image of {', '.join(missing)} (the "
                          f"sources in {cfg.train_root}/meta.tsv: {', '.join(sorted(present)) or 'none'})")  # fmt: skip
@@ -503,7 +508,7 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
     run.generator.manual_seed(cfg.seed * 1000 + epoch)
     run.train_model.train()
     started, seen, loss_sum, loss_n, skipped = time.time(), 0, 0.0, 0, 0
-    distilled = set(filter(None, cfg.distill_sources.split(",")))
+    distilled = distill_sources(cfg)  # checked at set-up: only given with --teacher
     bar = tqdm(run.loader, desc=f"[{cfg.arch}] epoch {epoch}/{cfg.epochs}", disable=rank != 0, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)  # fmt: skip
     for batch in bar:
@@ -514,9 +519,9 @@ def train_one_epoch(run: Run, epoch: int) -> dict:
             continue
         images = to_device(batch["images"], run.device, cfg.channels_last)
         targets, lengths = encode_batch(batch["labels"], run.splits.charset)
-        taught = None
-        if run.teacher is not None and cfg.distill_sources:
-            taught = torch.tensor([run.splits.train[i].source in distilled for i in batch["indices"]])
+        taught = (
+            torch.tensor([run.splits.train[i].source in distilled for i in batch["indices"]]) if distilled else None
+        )
         loss, logits = train_step(run.train_model, images, torch.from_numpy(targets), torch.from_numpy(lengths),
                                   run.optimizer, run.scaler, amp=cfg.amp, clip=cfg.clip, teacher=run.teacher,
                                   distill=cfg.distill, taught=taught)  # fmt: skip

@@ -299,6 +299,10 @@ def finetune(
                   validation_root=str(val_dir), test_root="", epochs=budget.first_epochs, lr=plan.lr, aug=plan.aug,
                   aug_preset=plan.aug_preset, patience=budget.patience, freeze=freeze, ema=ema, warmup=0.3, batch=32,
                   amp=amp, num_workers=1, seed=seed, init=str(base_pt), print_samples=0)  # fmt: skip
+
+    def seconds_left() -> float:  # of the budget, less what the export after the final round needs
+        return minutes * 60 - (time.time() - started) - END_RESERVE_S
+
     pace = Pace()
     best_dir = pace.round(values, work / "round0", len(plan.train))
     best = exact_match(best_dir, plan.validation)
@@ -314,7 +318,7 @@ def finetune(
             rounds.append(f"Self-training round {k}: at confidence >= {threshold:.3f}, {evidence}, below the "
                           f"{min_vouched:.0%} asked (--min-vouched); too few readings to trust, stopped.")  # fmt: skip
             break
-        left = minutes * 60 - (time.time() - started) - END_RESERVE_S
+        left = seconds_left()
         if not round_fits(left, len(plan.train), len(plan.train) + len(plan.validation), pace.per_second):
             rounds.append(f"Self-training round {k}: not even one epoch on the labels and the final round fit in "
                           f"the {max(0, left) / 60:.1f} minutes left; stopped before reading the unlabelled "
@@ -325,7 +329,7 @@ def finetune(
               f"{threshold:.3f}; {evidence})")  # fmt: skip
         n_round = len(plan.train) + len(pseudo)
         epochs = round_epochs(n_round, budget, plan.epochs)
-        left = minutes * 60 - (time.time() - started) - END_RESERVE_S
+        left = seconds_left()
         if not round_fits(left, epochs * n_round, n_round + len(plan.validation), pace.per_second):
             rounds.append(f"Self-training round {k}: {epochs} epoch{'s' * (epochs != 1)} on {n_round} images and the "
                           f"final round do not fit in the {max(0, left) / 60:.1f} minutes left at "
@@ -344,7 +348,7 @@ def finetune(
             break
         best_dir, best, best_train = candidate, score, plan.train + pseudo
     n_all = len(best_train) + len(plan.validation)
-    epochs = final_epochs(n_all, budget, minutes * 60 - (time.time() - started) - END_RESERVE_S, pace.per_second)
+    epochs = final_epochs(n_all, budget, seconds_left(), pace.per_second)
     every = write_split(work / "train_all", best_train + plan.validation)
     final = {**values, "train_root": str(every), "init": str(best_dir / "best.pt"), "epochs": epochs,
              "lr": plan.lr / 4, "patience": 0}  # fmt: skip
