@@ -19,22 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import folder_logits
 from models.codec import CASE_PRIOR, greedy_decode
-from models.dataset import read_folder
 from models.engine import load_engine
-from models.evaluation import prepared_batches
-
-
-def folder_logits(engine, folder: Path, batch: int) -> tuple[np.ndarray, list[str]]:
-    """Logits ``(N, T, C)`` of the readable images of ``folder`` and their labels; unreadable ones are printed."""
-    samples, _ = read_folder(folder, source=folder.name)
-    chunks, labels, errors = [], [], []
-    for chunk, inputs in prepared_batches(samples, engine.spec, batch, errors):
-        chunks.append(engine.logits(inputs))
-        labels += [s.label for s in chunk]
-    for line in errors:
-        print(f"skipped {line}", file=sys.stderr)
-    return np.concatenate(chunks), labels
 
 
 def main() -> int:
@@ -51,8 +38,8 @@ def main() -> int:
     print("|---|---:|" + "---:|" * len(priors))
     first = None  # the first folder's logits, for the timing
     for folder in map(Path, args.folders):
-        logits, labels = folder_logits(engine, folder, args.batch)
-        truth = np.array(labels)
+        logits, samples = folder_logits(engine, folder, args.batch)
+        truth = np.array([s.label for s in samples])
         base = np.array([d.text for d in greedy_decode(logits, engine.charset, case_prior=0)]) == truth
         cells = []
         for prior in priors:

@@ -127,6 +127,24 @@ def test_images(limit: int = 0, scratch: Path | None = None) -> tuple[list[Label
     return rows, f"dataset/test ({len(rows)} of {len(every)} images, evenly spaced)"
 
 
+def folder_logits(engine, folder: Path, batch: int = 64) -> tuple[np.ndarray, list]:
+    """Logits ``(N, T, C)`` of the readable images of a labelled folder and their samples (models.dataset.Sample,
+    source = the folder's name where it has none); unreadable images are printed to stderr."""
+    import sys
+
+    from models.dataset import read_folder
+    from models.evaluation import prepared_batches
+
+    samples, _ = read_folder(folder, source=folder.name)
+    chunks, kept, errors = [], [], []
+    for chunk, inputs in prepared_batches(samples, engine.spec, batch, errors):
+        chunks.append(engine.logits(inputs))
+        kept += chunk
+    for line in errors:
+        print(f"skipped {line}", file=sys.stderr)
+    return np.concatenate(chunks), kept
+
+
 def spaced(rows: list, n: int) -> list:
     """``n`` evenly spaced items of ``rows`` (all of them when there are fewer)."""
     if n >= len(rows):

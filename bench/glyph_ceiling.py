@@ -21,6 +21,15 @@ font (Liberation Sans Bold draws ``l`` and ``I`` as the same bar with the same a
 The figure is an upper bound: it counts only this one ambiguity, not distortion, noise or glyphs off the canvas.
 It holds for folders drawn with the mix (our splits), not for ``../shared/realdev``, whose per-character fonts
 are unknown.
+
+    python bench/glyph_ceiling.py --family hutool ../shared/realdev/hutool dataset/s9b/test --scale-to 48
+
+``--family hutool`` does the same for Hutool captchas, real ones included: every type draws its text in
+``SansSerif`` plain (DejaVu Sans on Linux) at ``int(0.75 * height)`` on one baseline, in Hutool's 62-character
+alphabet (read from ``HutoolRunner.java``). Exact match is scored ignoring case, so a group counts only where its
+characters differ under that metric (``I``/``l``, not ``S``/``s``), per type, with the ``edge_clip`` rows apart.
+``--scale-to H`` draws the glyphs at the size they have once the image is scaled to H pixels high, as a model
+that reads H-pixel inputs sees them (the default model reads 48); without it, at the drawn size.
 """
 
 from __future__ import annotations
@@ -35,10 +44,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from models.dataset import read_meta
+from models.dataset import read_folder, read_meta
 from models.paths import ROOT
 
 RUNNER = ROOT / "tools" / "java_captcha" / "KaptchaTextRunner.java"
+HUTOOL_RUNNER = ROOT / "tools" / "java_captcha" / "HutoolRunner.java"
+HUTOOL_TYPES = ("line", "circle", "gif", "shear", "math")
 # Java's logical fonts on Linux go through fontconfig's generic families.
 LOGICAL = {"Dialog": "sans", "SansSerif": "sans", "Serif": "serif", "Monospaced": "monospace"}
 
@@ -71,9 +82,22 @@ def parse_mix(mix: str) -> dict[str, float]:
     return {name: w / total for name, w in weights.items()}
 
 
-def font_file(name: str) -> tuple[str, int]:
-    """The bold face fontconfig gives for ``name`` (path, index in a collection)."""
-    pattern = f"{LOGICAL.get(name, name)}:bold"
+def hutool_alphabet(source: Path = HUTOOL_RUNNER) -> str:
+    """Hutool's alphabet, read from ``HutoolRunner.java``."""
+    found = re.search(r'ALPHABET\s*=\s*"([^"]+)"', source.read_text(encoding="utf-8"))
+    if not found:
+        raise SystemExit(f"{source}: ALPHABET not found")
+    return found.group(1)
+
+
+def hutool_size(height: int) -> int:
+    """The font size Hutool draws an image of this height with."""
+    return int(0.75 * height)
+
+
+def font_file(name: str, style: str = "bold") -> tuple[str, int]:
+    """The face fontconfig gives for ``name`` in ``style`` (path, index in a collection)."""
+    pattern = f"{LOGICAL.get(name, name)}:{style}"
     try:
         out = subprocess.run(
             ["fc-match", "-f", "%{file}\n%{index}", pattern], capture_output=True, text=True, check=True
@@ -142,6 +166,20 @@ def linked_groups(chars: str, related: Callable[[str, str], bool]) -> list[str]:
     return sorted(g for g in groups.values() if len(g) > 1)
 
 
+def misread(group_list: list[str], fold: Callable[[str], str] = str) -> dict[str, float]:
+    """Chance the ideal reader gets each grouped character wrong under the metric ``fold``: it names the class
+    (characters equal under ``fold``) with the most members in the group, a tie split evenly."""
+    wrong = {}
+    for group in group_list:
+        counts: dict[str, int] = {}
+        for c in group:
+            counts[fold(c)] = counts.get(fold(c), 0) + 1
+        best = [k for k, n in counts.items() if n == max(counts.values())]
+        for c in group:
+            wrong[c] = 1 - (1 / len(best) if fold(c) in best else 0)
+    return wrong
+
+
 def ctext_rows(folder: Path) -> Iterable[tuple[str, int, bool, tuple[str, ...]]]:
     """(label, image height, edge_clip, fonts used) of the ctext rows of a labelled folder's meta.tsv."""
     meta = read_meta(folder)
@@ -174,14 +212,101 @@ def p_correct(label: str, fonts: tuple[str, ...], wrong: dict[tuple[str, str], f
     return p
 
 
+def seen_size(size: int, height: int, scale_to: int | None) -> int:
+    """The font size as a reader of ``scale_to``-pixel-high images sees it (the drawn size without one)."""
+    return size if not scale_to else max(1, round(size * scale_to / height))
+
+
+def image_height(path: Path) -> int | None:
+    try:
+        with Image.open(path) as image:
+            return image.height
+    except OSError as exc:
+        print(f"skipped {path}: {exc}", file=sys.stderr)
+        return None
+
+
+def hutool_rows(folder: Path) -> Iterable[tuple[str, str, int, bool]]:
+    """(type, label, image height, edge_clip) of the Hutool rows of a labelled folder: our splits (source
+    ``hutool``) or a folder of Hutool captchas alone, such as ``../shared/realdev/hutool`` (no source column)."""
+    samples, report = read_folder(folder)
+    if not samples:
+        raise SystemExit(f"{folder}: no labelled images found ({report.root}; labels.txt, labels.tsv or meta.tsv)")
+    for sample in samples:
+        if sample.source not in ("", "hutool") or sample.type not in HUTOOL_TYPES:
+            continue
+        height = image_height(sample.path)
+        if height is not None:
+            yield sample.type, sample.label, height, "edge_clip" in sample.flags.split(",")
+
+
+def p_right(label: str, misses: dict[str, float]) -> float:
+    """Chance that an ideal reader gets every character of ``label`` right, given each character's miss chance."""
+    return float(np.prod([1 - misses.get(c, 0.0) for c in label]))
+
+
+def hutool_main(args: argparse.Namespace) -> None:
+    alphabet = hutool_alphabet()
+    path, index = font_file("SansSerif", "regular")
+    rows = {folder: list(hutool_rows(folder)) for folder in args.folders}
+    heights = {r[2] for rs in rows.values() for r in rs} or {int(h) for h in args.heights.split(",")}
+
+    def size_of(height: int) -> int:
+        return seen_size(hutool_size(height), height, args.scale_to)
+
+    sizes = {(hutool_size(h), size_of(h)) for h in heights}
+    wrong: dict[int, dict[str, float]] = {}  # per seen size: chance of a miss, ignoring case
+    seen_at = f", seen at {args.scale_to} px high" if args.scale_to else ""
+    print(f"Characters within {args.shift} px of another (glyph and advance){seen_at}, {Path(path).name}:\n")
+    print("| drawn size | seen size | characters that render alike | that differ ignoring case |")
+    print("|---:|---:|---|---|")
+    for drawn, seen in sorted(sizes):
+        groups = alike_groups(path, index, alphabet, seen, args.shift)
+        wrong[seen] = misread(groups, str.lower)
+        differ = [g for g in groups if len({c.lower() for c in g}) > 1]
+        shown = " ".join("/".join(g) for g in groups) or "none"
+        print(f"| {drawn} | {seen} | {shown} | {' '.join('/'.join(g) for g in differ) or 'none'} |")
+    if not rows:
+        return
+    print()
+    print(
+        "| folder | type | rows | without edge_clip | ideal-reader EM ignoring case there | expected misses "
+        "| edge_clip rows | ideal EM there | ideal EM, all rows |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for folder, samples in rows.items():
+        for kind in HUTOOL_TYPES:
+            of_kind = [r for r in samples if r[0] == kind]
+            if not of_kind:
+                continue
+            p = {
+                clip: [p_right(label, wrong[size_of(h)]) for _, label, h, c in of_kind if c == clip]
+                for clip in (False, True)
+            }
+            em = {clip: f"{100 * np.mean(q):.2f}%" if q else "-" for clip, q in p.items()}
+            misses = sum(1 - q for q in p[False] + p[True])
+            print(
+                f"| {folder} | {kind} | {len(of_kind)} | {len(p[False])} | {em[False]} | {misses:.1f} "
+                f"| {len(p[True])} | {em[True]} | {100 * (1 - misses / len(of_kind)):.2f}% |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="*", type=Path, help="labelled folders drawn with the mix (meta.tsv)")
-    parser.add_argument("--fonts", help="font mix NAME:WEIGHT,... (default: KaptchaTextRunner's)")
+    parser.add_argument("--family", choices=("ctext", "hutool"), default="ctext", help="whose drawing (default ctext)")
+    parser.add_argument("--fonts", help="font mix NAME:WEIGHT,... (default: KaptchaTextRunner's; ctext only)")
     parser.add_argument("--shift", type=int, default=1, help="pixels two glyphs may differ by (default 1)")
     parser.add_argument("--heights", default="60", help="image heights to list groups for when no folder is given")
+    parser.add_argument("--scale-to", type=int, help="draw glyphs as seen once the image is scaled to this height")
     args = parser.parse_args()
+    if args.family == "hutool":
+        hutool_main(args)
+    else:
+        ctext_main(args)
 
+
+def ctext_main(args: argparse.Namespace) -> None:
     charset, mix = runner_defaults()
     if args.fonts:
         mix = parse_mix(args.fonts)
@@ -189,19 +314,20 @@ def main() -> None:
     heights = {r[1] for rs in rows.values() for r in rs} or {int(h) for h in args.heights.split(",")}
     files = {name: font_file(name) for name in mix}
 
+    def size_of(height: int) -> int:
+        return seen_size(drawn_size(height), height, args.scale_to)
+
     # wrong[size][(font, char)]: chance that an ideal reader misreads char drawn in font at that size.
     wrong: dict[int, dict[tuple[str, str], float]] = {}
     print(f"Characters within {args.shift} px of another (glyph and advance), per font and drawn size:\n")
     print("| font (weight) | file | size | characters that render alike |")
     print("|---|---|---:|---|")
-    for size in sorted({drawn_size(h) for h in heights}):
+    for size in sorted({size_of(h) for h in heights}):
         wrong[size] = {}
         for name, weight in mix.items():
             path, index = files[name]
             groups = alike_groups(path, index, charset, size, args.shift)
-            for group in groups:
-                for c in group:
-                    wrong[size][(name, c)] = 1 - 1 / len(group)
+            wrong[size].update({(name, c): miss for c, miss in misread(groups).items()})
             shown = " ".join("/".join(g) for g in groups) or "none"
             print(f"| {name} ({weight:.3f}) | {Path(path).name} | {size} | {shown} |")
 
@@ -214,8 +340,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for folder, samples in rows.items():
-        clean = [p_correct(label, fonts, wrong[drawn_size(h)], mix) for label, h, clip, fonts in samples if not clip]
-        clipped = [p_correct(label, fonts, wrong[drawn_size(h)], mix) for label, h, clip, fonts in samples if clip]
+        clean = [p_correct(label, fonts, wrong[size_of(h)], mix) for label, h, clip, fonts in samples if not clip]
+        clipped = [p_correct(label, fonts, wrong[size_of(h)], mix) for label, h, clip, fonts in samples if clip]
         em = 100 * np.mean(clean) if clean else float("nan")
         em_clip = 100 * np.mean(clipped) if clipped else float("nan")
         misses = len(clean) - sum(clean) + len(clipped) - sum(clipped)

@@ -20,13 +20,12 @@ The figure is an upper bound: it counts only these look-alikes, not rotation, wa
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from bench.glyph_ceiling import alike, linked_groups
+from bench.glyph_ceiling import alike, linked_groups, misread
 from bench.zero_shot import IMAGECAPTCHA_ALPHABET
 from models.charset import read_labels
 from models.dataset import label_file_of
@@ -49,20 +48,6 @@ def groups(font: ImageFont.FreeTypeFont, alphabet: str, shift: int) -> list[str]
         return glyphs[a].shape == glyphs[b].shape and alike(glyphs[a], glyphs[b], shift)
 
     return sorted("".join(sorted(g)) for g in linked_groups(alphabet, related))
-
-
-def misread(group_list: list[str], fold: Callable[[str], str]) -> dict[str, float]:
-    """Chance the ideal reader gets each grouped character wrong under the metric ``fold``: it names the class
-    (characters equal under ``fold``) with the most members in the group, a tie split evenly."""
-    wrong = {}
-    for group in group_list:
-        counts: dict[str, int] = {}
-        for c in group:
-            counts[fold(c)] = counts.get(fold(c), 0) + 1
-        best = [k for k, n in counts.items() if n == max(counts.values())]
-        for c in group:
-            wrong[c] = 1 - (1 / len(best) if fold(c) in best else 0)
-    return wrong
 
 
 def expected_em(labels: list[str], wrong_per_size: list[dict[str, float]]) -> float:

@@ -15,6 +15,10 @@ letter with both cases in the charset, ``q`` is the share of its case partner pa
 over the letter's frames) that is uppercase; the decoder compares three readings, as predicted, all uppercase,
 all lowercase, by ``prior x prod(q or 1 - q)`` and keeps the best. A clearly drawn case (q near 0 or 1) is never
 overruled; a single letter never changes. ``case_prior=0`` turns this off.
+
+Arithmetic: a reading with ``=`` or an operator sign that does not parse as an expression (``937=``, a thin minus
+lost; ``3*A6=``) is replaced by the most probable path that does (``models.arith.best_expression``), so that the
+answer can be computed; ``expressions=False`` turns this off.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .arith import best_expression, looks_arithmetic
 from .charset import BLANK, Charset
 
 CHARSET_PRESETS = {
@@ -128,12 +133,16 @@ def harmonize_case(text: str, confs: list[float], upper_share: list[float], part
 
 
 def greedy_decode(
-    logits: np.ndarray, charset: Charset, allowed: str | None = None, case_prior: float = CASE_PRIOR
+    logits: np.ndarray,
+    charset: Charset,
+    allowed: str | None = None,
+    case_prior: float = CASE_PRIOR,
+    expressions: bool = True,
 ) -> list[Decoded]:
     """Decode ``logits (B, T, num_classes)``; ``allowed`` restricts the output to a character subset.
 
     With ``allowed``, the other classes are masked out before the softmax, so probabilities are renormalised
-    over blank plus the allowed characters. ``case_prior``: see the module docstring (0 = off).
+    over blank plus the allowed characters. ``case_prior`` and ``expressions``: see the module docstring.
     """
     if not 0 <= case_prior < 1:
         raise ValueError(f"case_prior must be in [0, 1), got {case_prior}")
@@ -184,6 +193,12 @@ def greedy_decode(
     if harmonize:
         for b, (share, other) in enumerate(zip(np.split(upper_share, cuts), np.split(partner_conf, cuts), strict=True)):
             texts[b], confs_per_sample[b] = harmonize_case(texts[b], confs_per_sample[b], share, other, case_prior)
+    if expressions:
+        for b, text in enumerate(texts):
+            if looks_arithmetic(text):
+                repaired = best_expression(np.log(np.maximum(probs[b], 1e-30)), charset.symbols)
+                if repaired is not None:
+                    texts[b], confs_per_sample[b] = repaired
     return [
         Decoded(text, float(np.prod(confs)) if confs else 0.0, confs)
         for text, confs in zip(texts, confs_per_sample, strict=True)

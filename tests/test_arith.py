@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.arith import solve
+from models.arith import best_expression, solve
 
 
 @pytest.mark.parametrize(
@@ -54,3 +55,18 @@ def test_division_exact_only(q, d, extra):
     assert solve(f"{q * d}/{d}+{extra}=?") == q + extra
     if (q * d + 1) % d:
         assert solve(f"{q * d + 1}/{d}=?") is None
+
+
+def test_best_expression_needs_digits_and_a_plus_or_minus_in_the_charset():
+    log_probs = np.log(np.full((5, 4), 0.25))
+    assert best_expression(log_probs, "12=") is None
+
+
+def test_best_expression_keeps_numbers_to_two_digits():
+    symbols = "0123456789+-=?"
+    log_probs = np.full((7, len(symbols) + 1), -20.0)
+    for t, char in enumerate("123+4=?"):  # a three-digit number: the best path must drop or split a digit
+        log_probs[t, symbols.index(char) + 1] = 0.0
+    text, confs = best_expression(log_probs, symbols)
+    assert solve(text) is not None and len(confs) == len(text)
+    assert all(len(number) <= 2 for number in text.rstrip("=?").replace("-", "+").split("+"))

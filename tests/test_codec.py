@@ -143,3 +143,44 @@ def test_case_prior_leaves_single_letters_digits_and_restrictions_alone():
 def test_case_prior_out_of_range_is_refused():
     with pytest.raises(ValueError, match="case_prior"):
         greedy_decode(letters_path("ab", [(1.0, 0.0), (1.0, 0.0)]), CASED, case_prior=1.0)
+
+
+ARITH = Charset("0123456789+-*=?Ax")
+
+
+def path_logits(frames, charset=ARITH):
+    """Logits for frames given as {character or '' (blank): logit}; unnamed classes get 0."""
+    logits = np.zeros((1, len(frames), charset.num_classes), np.float32)
+    for t, frame in enumerate(frames):
+        for char, value in frame.items():
+            logits[0, t, BLANK if char == "" else charset.symbols.index(char) + 1] = value
+    return logits
+
+
+def test_a_reading_that_lost_its_thin_minus_is_repaired_into_an_expression():
+    # "9-37=": the minus is second best on the blank frame between 9 and 3, so greedy reads "937="
+    frames = [{"9": 9}, {"": 9, "-": 6}, {"3": 9}, {"": 9}, {"7": 9}, {"": 9}, {"=": 9}]
+    assert greedy_decode(path_logits(frames), ARITH, expressions=False)[0].text == "937="
+    (d,) = greedy_decode(path_logits(frames), ARITH)
+    assert d.text == "9-37=" and len(d.char_confidences) == 5
+    assert d.char_confidences[1] < 0.1 < min(d.char_confidences[:1] + d.char_confidences[2:])
+
+
+def test_a_letter_in_an_expression_becomes_the_likeliest_digit():
+    frames = [{"3": 9}, {"*": 9}, {"A": 9, "4": 7, "1": 5}, {"6": 9}, {"=": 9}]
+    assert greedy_decode(path_logits(frames), ARITH)[0].text == "3*46="
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [{"4": 9}, {"2": 9}, {"": 9, "-": 6}, {"9": 9}, {"7": 9}],  # digits only: a digit captcha, left alone
+        [{"3": 9}, {"x": 9}, {"4": 9}, {"=": 9}, {"?": 9}],  # already an expression
+        [{"A": 9}, {"-": 9}, {"x": 9}],  # an operator sign but fewer than two digits
+    ],
+)
+def test_readings_that_are_expressions_or_not_arithmetic_stay(frames):
+    assert (
+        greedy_decode(path_logits(frames), ARITH)[0].text
+        == greedy_decode(path_logits(frames), ARITH, expressions=False)[0].text
+    )

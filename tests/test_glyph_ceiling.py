@@ -9,8 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from bench.glyph_ceiling import alike, alike_groups, font_file, p_correct, parse_mix, runner_defaults
+from bench.glyph_ceiling import (
+    alike,
+    alike_groups,
+    font_file,
+    hutool_alphabet,
+    hutool_size,
+    misread,
+    p_correct,
+    parse_mix,
+    runner_defaults,
+)
 from helpers import ROOT
 
 SCRIPT = ROOT / "bench" / "glyph_ceiling.py"
@@ -94,3 +105,64 @@ def test_script_prints_the_ideal_exact_match_of_a_folder(tmp_path):
 def test_script_says_what_is_missing(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode != 0 and "meta.tsv: not found" in result.stderr
+
+
+def dejavu_sans() -> tuple[str, int]:
+    if shutil.which("fc-match") is None:
+        pytest.skip("fc-match not installed (make system-deps)")
+    path, index = font_file("SansSerif", "regular")
+    if Path(path).name != "DejaVuSans.ttf":
+        pytest.skip(f"DejaVu Sans not installed (fontconfig gave {path})")
+    return path, index
+
+
+def test_misread_counts_only_characters_that_differ_under_the_metric():
+    assert misread(["Il"]) == {"I": 0.5, "l": 0.5}
+    assert misread(["Il"], str.lower) == {"I": 0.5, "l": 0.5}
+    assert misread(["Ss"], str.lower) == {"S": 0.0, "s": 0.0}  # one class ignoring case: never wrong
+    assert misread(["Ssx"], str.lower) == {"S": 0.0, "s": 0.0, "x": 1.0}  # the reader names the larger class
+
+
+def test_hutool_draws_capital_i_and_l_alike_at_its_small_sizes():
+    path, index = dejavu_sans()
+    alphabet = hutool_alphabet()
+    assert len(alphabet) == len(set(alphabet)) == 62
+    assert hutool_size(40) == 30 and hutool_size(50) == 37 and hutool_size(100) == 75
+    assert alike_groups(path, index, alphabet, 30, shift=1) == ["Il"]
+    assert alike_groups(path, index, alphabet, 75, shift=1) == []  # two pixels apart at 200x100
+
+
+def test_script_prints_the_hutool_ceiling_per_type_of_a_realdev_folder(tmp_path):
+    dejavu_sans()
+    folder = tmp_path / "hutool"
+    folder.mkdir()
+    rows = [
+        ("a.png", "xIzw", "line", "", 40),  # I at size 30: 0.5
+        ("b.png", "abcd", "line", "", 40),  # 1
+        ("c.png", "xIzw", "line", "edge_clip", 100),  # size 75: I and l apart, 1
+        ("d.png", "Sszk", "circle", "", 40),  # S and s are one class ignoring case: 1
+        ("e.png", "9-37=", "math", "", 40),  # 1
+    ]
+    lines = ["filename\tlabel\ttype\tanswer\tflags"]
+    for name, label, kind, flags, height in rows:
+        Image.new("RGB", (2 * height, height), "white").save(folder / name)
+        lines.append(f"{name}\t{label}\t{kind}\t{'-28' if kind == 'math' else ''}\t{flags}")
+    (folder / "labels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--family", "hutool", str(folder)],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout  # fmt: skip
+    assert "| 30 | 30 | I/l | I/l |" in out and "| 75 | 75 | none | none |" in out
+    cells = {}
+    for line in out.splitlines():
+        if line.startswith(f"| {folder} "):
+            row = [cell.strip() for cell in line.strip("|").split("|")]
+            cells[row[1]] = row[2:]
+    assert cells["line"] == ["3", "2", "75.00%", "0.5", "1", "100.00%", "83.33%"]
+    assert cells["circle"] == ["1", "1", "100.00%", "0.0", "0", "-", "100.00%"]
+    assert cells["math"][-1] == "100.00%"
+    seen = subprocess.run(
+        [sys.executable, str(SCRIPT), "--family", "hutool", str(folder), "--scale-to", "48"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    ).stdout  # fmt: skip
+    assert "| 75 | 36 | I/l | I/l |" in seen  # scaled to the model's 48 pixels, 200x100's I and l meet

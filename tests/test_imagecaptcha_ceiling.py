@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.imagecaptcha_ceiling import expected_em, groups, main, misread
+from bench.glyph_ceiling import misread
+from bench.imagecaptcha_ceiling import expected_em, groups, main
 
 captcha_image = pytest.importorskip("captcha.image")
 

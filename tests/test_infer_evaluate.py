@@ -119,3 +119,14 @@ def test_infer_case_prior_flag_is_validated(sharp_models, folder):
     for bad in ("x", "1.5"):
         out = run(["infer.py", "--model", str(sharp_models["vanilla_crnn"]), "--case-prior", bad, image], expect=2)
         assert "--case-prior" in out.stderr and "[0, 1)" in out.stderr
+
+
+def test_expression_repair_bench_fixes_hutool_math_and_breaks_nothing():
+    if not (REALDEV / "hutool").is_dir():
+        pytest.skip("../shared/realdev/hutool not found")
+    out = run(["bench/expression_repair.py", "--model", str(ROOT / "checkpoints" / "vanilla_crnn_plus_int8"),
+               str(REALDEV / "hutool")])  # fmt: skip
+    row = next(line for line in out.stdout.splitlines() if "| hutool/math |" in line)
+    fixed, broken = (int(n) for n in row.split("(+")[1].split(")")[0].split(" / -"))
+    assert fixed >= 1 and broken == 0  # 9-37= read as 937= gets its answer back
+    assert "without an answer: 0 (" in out.stdout  # line, circle, shear and GIF readings untouched
