@@ -179,6 +179,19 @@ def final_epochs(n_labels: int, budget: Budget, seconds_left: float, pace: float
     return int(min(FINAL_EPOCHS, max(1, max(budget.final_steps, affordable) // max(1, n_labels))))
 
 
+MIN_PSEUDO_SHARE = 0.25  # pseudo-labels per label below which a sampled self-training round is not worth its time
+
+
+def pseudo_sample_size(n_labels: int, n_pseudo: int, n_validation: int, seconds_left: float, pace: float) -> int:
+    """How many of ``n_pseudo`` pseudo-labels a one-epoch self-training round can train on beside the labels, so
+    that it and one epoch of the final round (labels, validation slice and those pseudo-labels) fit in
+    ``seconds_left`` at ``pace`` images per second: all that fit, or 0 when that is fewer than
+    :data:`MIN_PSEUDO_SHARE` per label (and fewer than all of them)."""
+    affordable = max(0.0, seconds_left) * pace
+    fit = min(n_pseudo, int((affordable - n_validation) / 2 - n_labels))
+    return fit if fit > 0 and (fit == n_pseudo or fit >= MIN_PSEUDO_SHARE * n_labels) else 0
+
+
 def round_fits(seconds_left: float, round_images: int, final_images: int, pace: float) -> bool:
     """Whether a self-training round of ``round_images`` image-steps, and then one epoch of the final round on
     ``final_images``, fit in ``seconds_left`` at ``pace`` images per second of wall time."""

@@ -30,6 +30,7 @@ from models.finetune import (
     fit_budget,
     plan_for,
     precision_lower_bound,
+    pseudo_sample_size,
     read_labelled,
     round_fits,
     shifted,
@@ -327,6 +328,25 @@ def test_a_small_validation_slice_vouches_for_less_than_99_percent():
     assert precision_lower_bound(15, 15) < MIN_VOUCHED < precision_lower_bound(16, 16)  # 16 of 16 right: trusted
 
 
+def fake_finetune_run(monkeypatch, tmp_path: Path, clock: list[float], fake_round, pseudo_labels) -> None:
+    """tools/finetune.py with its rounds, clock, scores and pseudo-labels faked: only the planning runs. Every
+    validation score is the same, so no self-training round is ever kept."""
+    import tools.finetune as tool
+
+    score = {"n": 10, "em": 0.5, "em_nocase": 0.5, "cer": 0.1}
+    monkeypatch.setattr(tool.time, "time", lambda: clock[0])
+    monkeypatch.setattr(tool, "train_round", fake_round)
+    monkeypatch.setattr(tool, "measure_speed", lambda *a: 30.0)
+    monkeypatch.setattr(tool, "exact_match", lambda *a: score)
+    monkeypatch.setattr(tool, "choose_threshold", lambda *a: (0.5, "20 of 20 right", 0.9))
+    monkeypatch.setattr(tool, "pseudo_labels", pseudo_labels)
+    monkeypatch.setattr(tool, "keep_last_epoch", lambda folder: folder)
+    monkeypatch.setattr(tool, "quantize_into", lambda *a: "int8")
+    monkeypatch.setattr(tool, "CHECKPOINTS", tmp_path / "checkpoints")
+    monkeypatch.setattr(tool, "ROOT", tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+
+
 def test_no_unlabelled_image_is_read_when_no_round_can_fit_the_time_left(tmp_path, monkeypatch):
     """The first round used the whole budget: the run goes straight to the final round, without reading the
     unlabelled images (a reading of thousands of images would only take time from it)."""
@@ -345,21 +365,55 @@ def test_no_unlabelled_image_is_read_when_no_round_can_fit_the_time_left(tmp_pat
     def no_reading(*args, **kwargs):
         raise AssertionError("the unlabelled images were read though no round could fit")
 
-    score = {"n": 10, "em": 0.5, "em_nocase": 0.5, "cer": 0.1}
-    monkeypatch.setattr(tool.time, "time", lambda: clock[0])
-    monkeypatch.setattr(tool, "train_round", fake_round)
-    monkeypatch.setattr(tool, "measure_speed", lambda *a: 30.0)
-    monkeypatch.setattr(tool, "exact_match", lambda *a: score)
-    monkeypatch.setattr(tool, "choose_threshold", lambda *a: (0.5, "20 of 20 right", 0.9))
-    monkeypatch.setattr(tool, "pseudo_labels", no_reading)
-    monkeypatch.setattr(tool, "keep_last_epoch", lambda folder: folder)
-    monkeypatch.setattr(tool, "quantize_into", lambda *a: "int8")
-    monkeypatch.setattr(tool, "CHECKPOINTS", tmp_path / "checkpoints")
-    monkeypatch.setattr(tool, "ROOT", tmp_path)
-    (tmp_path / "checkpoints").mkdir()
+    fake_finetune_run(monkeypatch, tmp_path, clock, fake_round, no_reading)
     labelled = make_dataset(tmp_path / "labelled", 40, seed=3, gif_every=0)
     unlabelled = make_dataset(tmp_path / "unlabelled", 8, seed=4, gif_every=0) / "images"
     target = tool.finetune(labelled, "late", unlabelled, str(ROOT / "checkpoints" / "vanilla_crnn"), 0, "cmd")
     rounds = json.loads((target / "finetune.json").read_text(encoding="utf-8"))["rounds"]
     assert "stopped before reading the unlabelled images" in rounds[1]
     assert rounds[-1].startswith("Final round")
+
+
+def test_a_round_too_long_for_the_time_left_trains_on_a_sample_of_the_pseudo_labels(tmp_path, monkeypatch):
+    """Thousands of pseudo-labels, a few minutes left: the round takes one epoch on the labels and the random share
+    of the pseudo-labels that fits with one final epoch, and the final round trains on that share, not on all."""
+    import tools.finetune as tool
+
+    clock = [1000.0]
+    trained: list[tuple[int, int]] = []  # (images in the round's labels.txt, epochs) per round
+
+    def fake_round(cfg_values: dict, out: Path) -> Path:
+        lines = Path(cfg_values["train_root"], "labels.txt").read_text(encoding="utf-8").splitlines()
+        trained.append((len(lines), cfg_values["epochs"]))
+        clock[0] += 6 * 60 if not trained[1:] else len(lines) * cfg_values["epochs"] / 10
+        folder = out / "vanilla_crnn"
+        folder.mkdir(parents=True)
+        rows = "".join(f"{e},0.1\n" for e in range(1, 101 if not trained[1:] else cfg_values["epochs"] + 1))
+        (folder / "metrics.csv").write_text("epoch,train_loss\n" + rows)  # round 0: 100 epochs in 6 minutes
+        (folder / "best.pt").write_bytes(b"weights")
+        return folder
+
+    labelled = make_dataset(tmp_path / "labelled", 40, seed=3, gif_every=0)
+    unlabelled = make_dataset(tmp_path / "unlabelled", 8, seed=4, gif_every=0) / "images"
+    image = next(unlabelled.iterdir())
+    fake_finetune_run(
+        monkeypatch, tmp_path, clock, fake_round, lambda *a: [Sample(image, f"p{i}") for i in range(20000)]
+    )
+    target = tool.finetune(labelled, "sampled", unlabelled, str(ROOT / "checkpoints" / "vanilla_crnn"), 0, "cmd")
+    result = json.loads((target / "finetune.json").read_text(encoding="utf-8"))
+    n_labels = trained[0][0]
+    round_images, round_epochs = trained[1]
+    assert round_epochs == 1 and n_labels < round_images < n_labels + 20000  # a sample, one epoch
+    assert "a random" in result["rounds"][1] and "of them trained on" in result["rounds"][1]
+    pace = n_labels * 100 / 360  # what round 0 kept, images per second of wall time
+    left = 15 * 60 - 360 - tool.END_RESERVE_S
+    assert 2 * round_images + (40 - n_labels) <= left * pace + 2  # the round and one final epoch fit
+    assert trained[-1][0] <= round_images + 40  # the final round: labels, slice and the sample only
+
+
+def test_pseudo_sample_size_fits_a_round_and_a_final_epoch_in_the_time_left():
+    # 100 s at 40 images/s: 4,000 image-steps; 2 x (1,000 labels + k) + 100 of the slice <= 4,000
+    assert pseudo_sample_size(1000, 5000, 100, 100, 40.0) == 950
+    assert pseudo_sample_size(1000, 300, 100, 100, 40.0) == 300  # all of them fit
+    assert pseudo_sample_size(1000, 5000, 100, 60, 40.0) == 0  # 150 fit: fewer than a quarter of the labels
+    assert pseudo_sample_size(1000, 5000, 100, 0, 40.0) == 0

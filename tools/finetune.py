@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shlex
 import shutil
 import sys
@@ -43,6 +44,7 @@ from models.finetune import (
     fit_budget,
     plan_for,
     precision_lower_bound,
+    pseudo_sample_size,
     read_labelled,
     read_twice,
     round_fits,
@@ -330,19 +332,24 @@ def finetune(
         n_round = len(plan.train) + len(pseudo)
         epochs = round_epochs(n_round, budget, plan.epochs)
         left = seconds_left()
+        kept = f"kept {len(pseudo)} of {len(images)} unlabelled images (confidence >= {threshold:.3f}; {evidence})"
         if not round_fits(left, epochs * n_round, n_round + len(plan.validation), pace.per_second):
-            rounds.append(f"Self-training round {k}: {epochs} epoch{'s' * (epochs != 1)} on {n_round} images and the "
-                          f"final round do not fit in the {max(0, left) / 60:.1f} minutes left at "
-                          f"{pace.per_second:.0f} images/s; stopped.")  # fmt: skip
-            break
+            fit = pseudo_sample_size(len(plan.train), len(pseudo), len(plan.validation), left, pace.per_second)
+            if not fit:
+                rounds.append(f"Self-training round {k}: {epochs} epoch{'s' * (epochs != 1)} on {n_round} images "
+                              f"and the final round do not fit in the {max(0, left) / 60:.1f} minutes left at "
+                              f"{pace.per_second:.0f} images/s, nor one epoch with a sample of a quarter as many "
+                              "pseudo-labels as labels; stopped.")  # fmt: skip
+                break
+            kept += f", a random {fit} of them trained on (all that fit in the {left / 60:.1f} minutes left)"
+            pseudo = random.Random(seed + k).sample(pseudo, fit)
+            n_round, epochs = len(plan.train) + fit, 1
         train_dir = write_split(work / f"train{k}", plan.train + pseudo)
         candidate = pace.round({**values, "train_root": str(train_dir), "init": str(best_dir / "best.pt"),
                                 "epochs": epochs}, work / f"round{k}", n_round)  # fmt: skip
         score = exact_match(candidate, plan.validation)
         seconds.append(round(time.time() - started, 1))
-        rounds.append(f"Self-training round {k}: kept {len(pseudo)} of {len(images)} unlabelled images "
-                      f"(confidence >= {threshold:.3f}; {evidence}); validation exact match "
-                      f"{score['em']:.1%}.")  # fmt: skip
+        rounds.append(f"Self-training round {k}: {kept}; validation exact match {score['em']:.1%}.")
         if (score["em"], -score["cer"]) <= (best["em"], -best["cer"]):
             rounds[-1] += " Not better: the previous round is kept."
             break
