@@ -191,11 +191,8 @@ def ctext_rows(folder: Path) -> Iterable[tuple[str, int, bool, tuple[str, ...]]]
         height = row.get("height", "")
         if not height.isdigit():
             image_path = folder / "images" / filename
-            try:
-                with Image.open(image_path if image_path.exists() else folder / filename) as image:
-                    height = image.height
-            except OSError as exc:
-                print(f"skipped {filename}: {exc}", file=sys.stderr)
+            height = image_height(image_path if image_path.exists() else folder / filename)
+            if height is None:
                 continue
         fonts = tuple(f for f in row.get("font", "").split("+") if f)
         yield row["label"], int(height), "edge_clip" in row.get("flags", "").split(","), fonts
@@ -218,6 +215,7 @@ def seen_size(size: int, height: int, scale_to: int | None) -> int:
 
 
 def image_height(path: Path) -> int | None:
+    """The image's height in pixels, or None (printed) when it cannot be read."""
     try:
         with Image.open(path) as image:
             return image.height
@@ -260,8 +258,9 @@ def hutool_main(args: argparse.Namespace) -> None:
     print(f"Characters within {args.shift} px of another (glyph and advance){seen_at}, {Path(path).name}:\n")
     print("| drawn size | seen size | characters that render alike | that differ ignoring case |")
     print("|---:|---:|---|---|")
+    groups_at = {seen: alike_groups(path, index, alphabet, seen, args.shift) for _, seen in sizes}
     for drawn, seen in sorted(sizes):
-        groups = alike_groups(path, index, alphabet, seen, args.shift)
+        groups = groups_at[seen]  # several drawn sizes can be seen at one size (--scale-to)
         wrong[seen] = misread(groups, str.lower)
         differ = [g for g in groups if len({c.lower() for c in g}) > 1]
         shown = " ".join("/".join(g) for g in groups) or "none"

@@ -127,8 +127,8 @@ def _keep(paths: dict, key: tuple[int, int], path: tuple) -> None:
         paths[key] = path
 
 
-def best_expression(log_probs: np.ndarray, symbols: str) -> tuple[str, list[float]] | None:
-    """The most probable CTC path through ``log_probs (T, classes)`` (class 0 blank, class i ``symbols[i-1]``)
+def best_expression(probs: np.ndarray, symbols: str) -> tuple[str, list[float]] | None:
+    """The most probable CTC path through ``probs (T, classes)``, softmax outputs (class 0 blank, class i ``symbols[i-1]``)
     whose text is an expression; its text and per-character confidences (each character's highest probability
     over its frames), or ``None`` if the charset cannot write one. Prefixes more than :data:`PRUNE` (natural log)
     below the best one at a frame are dropped."""
@@ -138,12 +138,12 @@ def best_expression(log_probs: np.ndarray, symbols: str) -> tuple[str, list[floa
         return None
     local = {c: i + 1 for i, c in enumerate(chars)}  # column in the slice below; 0 is the blank
     columns = [0] + [symbols.index(c) + 1 for c in chars]
-    sliced = np.asarray(log_probs, dtype=np.float64)[:, columns]
+    sliced = np.asarray(probs, dtype=np.float64)[:, columns]
     steps = {q: [(local[c], c, to) for c, to in out.items() if c in local] for q, out in moves.items()}
     # (state, last column or 0 after a blank) -> (log probability, text, confidences of finished characters,
     # highest probability so far of the character being read)
     paths: dict[tuple[int, int], tuple[float, str, list[float], float]] = {(0, 0): (0.0, "", [], 0.0)}
-    for frame, prob in zip(sliced.tolist(), np.exp(sliced).tolist(), strict=True):
+    for frame, prob in zip(np.log(np.maximum(sliced, 1e-30)).tolist(), sliced.tolist(), strict=True):
         new: dict[tuple[int, int], tuple[float, str, list[float], float]] = {}
         for (q, last), (score, text, confs, run) in paths.items():
             done = confs + [run] if last else confs

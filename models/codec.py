@@ -196,7 +196,7 @@ def greedy_decode(
     if expressions:
         for b, text in enumerate(texts):
             if looks_arithmetic(text):
-                repaired = best_expression(np.log(np.maximum(probs[b], 1e-30)), charset.symbols)
+                repaired = best_expression(probs[b], charset.symbols)
                 if repaired is not None:
                     texts[b], confs_per_sample[b] = repaired
     return [
