@@ -1,6 +1,6 @@
 """Does repairing arithmetic readings pay? Answer accuracy with and without ``models.arith.best_expression``.
 
-    python bench/expression_repair.py --model checkpoints/vanilla_crnn_plus_int8 dataset/s9b/test \\
+    python bench/expression_repair.py --model checkpoints/vanilla_crnn_duo_int8 dataset/s9b/test \\
         ../shared/realdev/hutool ../shared/realdev/easy ../shared/realdev/ruoyi
 
 The network runs once per folder; only the decoding changes (``models.codec``, "Arithmetic"). Prints, per folder

@@ -124,7 +124,7 @@ def test_infer_case_prior_flag_is_validated(sharp_models, folder):
 def test_expression_repair_bench_fixes_hutool_math_and_breaks_nothing():
     if not (REALDEV / "hutool").is_dir():
         pytest.skip("../shared/realdev/hutool not found")
-    out = run(["bench/expression_repair.py", "--model", str(ROOT / "checkpoints" / "vanilla_crnn_plus_int8"),
+    out = run(["bench/expression_repair.py", "--model", str(ROOT / "checkpoints" / "vanilla_crnn_duo_int8"),
                str(REALDEV / "hutool")])  # fmt: skip
     row = next(line for line in out.stdout.splitlines() if "| hutool/math |" in line)
     fixed, broken = (int(n) for n in row.split("(+")[1].split(")")[0].split(" / -"))
