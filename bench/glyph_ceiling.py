@@ -243,6 +243,16 @@ def p_right(label: str, misses: dict[str, float]) -> float:
     return float(np.prod([1 - misses.get(c, 0.0) for c in label]))
 
 
+def by_clip(chances: Iterable[tuple[float, bool]]) -> tuple[dict[bool, int], dict[bool, str], float]:
+    """Ideal-reader chances of rows, each ``(chance of reading it right, edge_clip)``: per side (without / with
+    edge_clip) the row count and the exact match ("-" where there are none), and the expected misses over both."""
+    sides: dict[bool, list[float]] = {False: [], True: []}
+    for chance, clip in chances:
+        sides[clip].append(chance)
+    em = {clip: f"{100 * np.mean(p):.2f}%" if p else "-" for clip, p in sides.items()}
+    return {clip: len(p) for clip, p in sides.items()}, em, sum(1 - q for p in sides.values() for q in p)
+
+
 def hutool_main(args: argparse.Namespace) -> None:
     alphabet = hutool_alphabet()
     path, index = font_file("SansSerif", "regular")
@@ -278,15 +288,10 @@ def hutool_main(args: argparse.Namespace) -> None:
             of_kind = [r for r in samples if r[0] == kind]
             if not of_kind:
                 continue
-            p = {
-                clip: [p_right(label, wrong[size_of(h)]) for _, label, h, c in of_kind if c == clip]
-                for clip in (False, True)
-            }
-            em = {clip: f"{100 * np.mean(q):.2f}%" if q else "-" for clip, q in p.items()}
-            misses = sum(1 - q for q in p[False] + p[True])
+            n, em, misses = by_clip((p_right(label, wrong[size_of(h)]), clip) for _, label, h, clip in of_kind)
             print(
-                f"| {folder} | {kind} | {len(of_kind)} | {len(p[False])} | {em[False]} | {misses:.1f} "
-                f"| {len(p[True])} | {em[True]} | {100 * (1 - misses / len(of_kind)):.2f}% |"
+                f"| {folder} | {kind} | {len(of_kind)} | {n[False]} | {em[False]} | {misses:.1f} "
+                f"| {n[True]} | {em[True]} | {100 * (1 - misses / len(of_kind)):.2f}% |"
             )
 
 
@@ -339,14 +344,10 @@ def ctext_main(args: argparse.Namespace) -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for folder, samples in rows.items():
-        clean = [p_correct(label, fonts, wrong[size_of(h)], mix) for label, h, clip, fonts in samples if not clip]
-        clipped = [p_correct(label, fonts, wrong[size_of(h)], mix) for label, h, clip, fonts in samples if clip]
-        em = 100 * np.mean(clean) if clean else float("nan")
-        em_clip = 100 * np.mean(clipped) if clipped else float("nan")
-        misses = len(clean) - sum(clean) + len(clipped) - sum(clipped)
-        print(
-            f"| {folder} | {len(samples)} | {len(clean)} | {em:.2f}% | {misses:.1f} | {len(clipped)} | {em_clip:.2f}% |"
+        n, em, misses = by_clip(
+            (p_correct(label, fonts, wrong[size_of(h)], mix), clip) for label, h, clip, fonts in samples
         )
+        print(f"| {folder} | {len(samples)} | {n[False]} | {em[False]} | {misses:.1f} | {n[True]} | {em[True]} |")
 
 
 if __name__ == "__main__":

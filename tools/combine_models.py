@@ -152,9 +152,11 @@ def combine_onnx(path_a: Path, path_b: Path, weights: np.ndarray, threshold: flo
     )
     outer.nodes.append(helper.make_node("If", [skip_a], ["logits"], then_branch=then_graph, else_branch=else_graph))
 
-    images = [i for i in onnx.load(str(path_a)).graph.input if i.name == "images"]
+    images = onnx.ValueInfoProto()
+    images.CopyFrom(graph_a.input[0])  # "a/images" after add_prefix: the member's input, under its own name
+    images.name = "images"
     output = helper.make_tensor_value_info("logits", 1, ["batch", None, None])
-    graph = helper.make_graph(outer.nodes, "combined", images, [output], list(graph_b.initializer))
+    graph = helper.make_graph(outer.nodes, "combined", [images], [output], list(graph_b.initializer))
     opsets = {(o.domain, o.version) for m in members for o in m.opset_import}
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets)])
     model.ir_version = members[0].ir_version
@@ -162,22 +164,16 @@ def combine_onnx(path_a: Path, path_b: Path, weights: np.ndarray, threshold: flo
     return model
 
 
-def read_rows(engine_a, engine_b, folder: Path):
+def read_rows(engine_a, engine_b, folder: Path, eq_class: int):
     """Scored rows of each member on ``folder`` and the gate's feature matrix."""
     from bench.common import folder_logits
-    from models.codec import greedy_decode
-    from models.report import Scored
+    from models.evaluation import score
 
     logits_a, samples = folder_logits(engine_a, folder)
     logits_b, _ = folder_logits(engine_b, folder)
-    eq_class = 1 + engine_a.charset.symbols.index("=")
-    rows = []
-    for logits, engine in ((logits_a, engine_a), (logits_b, engine_b)):
-        decoded = greedy_decode(logits, engine.charset)
-        rows.append([Scored(s.path.name, s.label, d.text, d.confidence, s.source, s.type, s.answer, s.flags)
-                     for s, d in zip(samples, decoded, strict=True)])  # fmt: skip
+    rows_a, rows_b = (score(engine.decode, [(samples, logits)]) for engine, logits in ((engine_a, logits_a), (engine_b, logits_b)))  # fmt: skip
     features = feature_matrix(*gate_features(logits_a, eq_class), *gate_features(logits_b, eq_class))
-    return rows[0], rows[1], features
+    return rows_a, rows_b, features
 
 
 def targets(rows) -> dict[str, tuple[int, float]]:
@@ -220,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     if "=" not in engine_a.charset.symbols:
         raise SystemExit("error: the charset has no '=': the gate reads arithmetic by it")
 
-    rows_a, rows_b, features = read_rows(engine_a, engine_b, args.fit)
+    eq_class = 1 + engine_a.charset.symbols.index("=")
+    rows_a, rows_b, features = read_rows(engine_a, engine_b, args.fit, eq_class)
     right_a = np.array([read_like_realdev_targets(r) for r in rows_a])
     right_b = np.array([read_like_realdev_targets(r) for r in rows_b])
     differ = right_a != right_b
@@ -234,7 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, (n, value) in table.items():
         print(f"| {name} | {n} | {table_a[name][1]:.1f}% | {table_b[name][1]:.1f}% | {value:.1f}% |")
 
-    eq_class = 1 + engine_a.charset.symbols.index("=")
     model = combine_onnx(paths[0], paths[1], weights, threshold, eq_class)
     record = engine_a.meta.to_dict()
     record["metrics"] = {
@@ -243,13 +239,17 @@ def main(argv: list[str] | None = None) -> int:
                      "weights": [round(float(w), 6) for w in weights], "fit_table": table},
     }  # fmt: skip
     set_onnx_meta(model, record)
-    with tempfile.TemporaryDirectory(dir=args.out.parent) as staging:
-        import onnx
+    import onnx
 
-        onnx.save(model, str(Path(staging) / "model.onnx"))
-        (Path(staging) / "combined.json").write_text(json.dumps(record["metrics"]["combined"], indent=2) + "\n")
-        shutil.move(staging, args.out)
-        Path(staging).mkdir()  # TemporaryDirectory removes it on exit
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}."))  # hidden: not a model yet
+    try:
+        onnx.save(model, str(staging / "model.onnx"))
+        (staging / "combined.json").write_text(json.dumps(record["metrics"]["combined"], indent=2) + "\n")
+        staging.rename(args.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     print(f"wrote {args.out}/model.onnx")
     return 0
 
