@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=args.out.parent, prefix=f".{args.out.name}."))  # hidden: not a model yet
+    # hidden (not a model yet), and made by mkdir so it gets the permissions of any folder here (mkdtemp's are 0700)
+    staging = args.out.parent / f".{args.out.name}.{os.getpid()}"
+    staging.mkdir()
     try:
         onnx.save(model, str(staging / "model.onnx"))
         (staging / "combined.json").write_text(json.dumps(record["metrics"]["combined"], indent=2) + "\n")
